@@ -1,0 +1,38 @@
+# Two commands a newcomer needs: `make run` (set up, run the main job) and `make test` (set up, run the tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TIER ?= small
+OUT ?= results
+# The CPU wheel of this pin is what the project is developed and tested with; elsewhere pip fetches the same
+# version from the registry. Installing it first stops the looser `torch>=2.4` of pyproject from pulling a
+# multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+STAMP := $(VENV)/.modscale-installed
+
+.PHONY: venv run test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q -e ".[dev,ray]"
+	@touch $(STAMP)
+
+run: venv
+	$(BIN)/modscale reproduce --tier $(TIER) --out $(OUT)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: venv
+	$(BIN)/python benchmarks/bench_theory.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .hypothesis

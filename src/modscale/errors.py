@@ -1,0 +1,37 @@
+"""Exceptions of modscale.
+
+Bad input raises :class:`InvalidValue` (a ``ValueError``) or :class:`InvalidType` (a ``TypeError``) with one
+sentence that says what was wrong and what is allowed. Both derive from :class:`UsageError`, which the CLI
+turns into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """Base of every error caused by the caller's input (never by a bug in modscale)."""
+
+
+class InvalidValue(UsageError, ValueError):
+    """An argument has an allowed type but a value outside the allowed range."""
+
+
+class InvalidType(UsageError, TypeError):
+    """An argument has a type that is not allowed."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss.
+
+    ``replicas`` lists the indices (along the stacked replica dimension) whose loss was not finite and
+    ``step`` the optimisation step at which it happened.
+    """
+
+    def __init__(self, replicas: list[int], step: int, detail: str = ""):
+        self.replicas = list(replicas)
+        self.step = int(step)
+        msg = f"non-finite training loss in replica(s) {self.replicas} at step {self.step}"
+        super().__init__(msg + (f": {detail}" if detail else ""))
+
+
+__all__ = ["UsageError", "InvalidValue", "InvalidType", "NonFiniteLossError"]

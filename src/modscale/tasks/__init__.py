@@ -1,1 +1,9 @@
-"""(filled in by its own issue)"""
+"""Data generators for the paper's tasks (DESIGN section 2). Tasks never import models.
+
+- :class:`SineTask`: the modular sine-wave regression task, with its combinatorial out-of-distribution split
+  and nonlinear variant.
+"""
+
+from modscale.tasks.sine import DEFAULT_AMPLITUDES, DEFAULT_FREQUENCIES, SineTask
+
+__all__ = ["SineTask", "DEFAULT_FREQUENCIES", "DEFAULT_AMPLITUDES"]

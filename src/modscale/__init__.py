@@ -21,8 +21,17 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "theory", "tasks", "models", "rules", "training", "experiments", "plots", "data",
-    "estimators", "results", "errors",
+    "theory",
+    "tasks",
+    "models",
+    "rules",
+    "training",
+    "experiments",
+    "plots",
+    "data",
+    "estimators",
+    "results",
+    "errors",
 )
 
 

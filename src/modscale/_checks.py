@@ -1,4 +1,4 @@
-"""Argument checks shared by every package: one clear sentence per failure (what was wrong, what is allowed)."""
+"""Argument checks shared by all packages: one sentence per failure (what was wrong, what is allowed)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def as_float_array(name: str, value: Any) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise InvalidType(f"{name} must be a number or an array of numbers, got {type(value).__name__}") from None
+        raise InvalidType(
+            f"{name} must be a number or an array of numbers, got {type(value).__name__}"
+        ) from None
     if np.isnan(arr).any():
         raise InvalidValue(f"{name} must not contain NaN")
     return arr

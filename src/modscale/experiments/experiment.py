@@ -206,6 +206,8 @@ class Experiment:
       not shown.
     - ``check(config)``: raises ``InvalidValue`` for combinations of keys that are not allowed.
     - ``paper``: which figure or table of the paper it reproduces (empty when it is our own addition).
+    - ``cost(config)``: a rough estimate of one run's seconds on a 2-core CPU; it only shapes the ETA of
+      progress bars (default: one second per run).
     """
 
     name: str
@@ -220,6 +222,7 @@ class Experiment:
     revision: int = 1
     check: Callable[[dict[str, Any]], None] | None = None
     paper: str = ""
+    cost: Callable[[Mapping[str, Any]], float] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -322,6 +325,12 @@ class Experiment:
             size = math.ceil(len(members) / n)
             out.extend(members[i : i + size] for i in range(0, len(members), size))
         return out
+
+    def estimate(self, jobs: Sequence[Job]) -> float:
+        """Estimated seconds of ``jobs`` on a 2-core CPU (``cost``; one second per run without it)."""
+        if self.cost is None:
+            return float(len(jobs))
+        return float(sum(self.cost(j.config) for j in jobs))
 
     def describe(self) -> str:
         """A multi-line description for ``modscale list --verbose``."""

@@ -55,16 +55,20 @@ def plan(
 
 
 class Progress:
-    """Receives a sweep's progress; the default does nothing. The CLI draws a bar or prints lines."""
+    """Receives a sweep's progress; the default does nothing. The CLI draws a bar or prints lines.
 
-    def start(self, total: int, stored: int) -> None:
-        """``total`` runs to do now, ``stored`` already in the store."""
+    ``cost`` arguments are the experiments' estimates of seconds (:meth:`Experiment.estimate`): an ETA is
+    the remaining estimate scaled by how long the estimate done so far actually took.
+    """
 
-    def experiment(self, name: str, todo: int, stored: int) -> None:
+    def start(self, total: int, stored: int, cost: float = 0.0) -> None:
+        """``total`` runs to do now (estimated ``cost`` seconds), ``stored`` already in the store."""
+
+    def experiment(self, name: str, todo: int, stored: int, cost: float = 0.0) -> None:
         """An experiment starts with ``todo`` runs to do (``stored`` skipped)."""
 
-    def chunk(self, name: str, runs: int, wall_s: float) -> None:
-        """A chunk of ``runs`` runs of ``name`` finished and was stored."""
+    def chunk(self, name: str, runs: int, wall_s: float, cost: float = 0.0) -> None:
+        """A chunk of ``runs`` runs of ``name`` (estimated ``cost``) finished in ``wall_s`` and was stored."""
 
     def finish(self) -> None:
         """The sweep is over (or stopped by an error)."""
@@ -143,14 +147,18 @@ def execute(
             summary.notes.extend(loaded.notes())
             done = {r.key for r in loaded.records}
             todo = [(p, p.pending(done)) for p in plans]
-            progress.start(sum(len(t) for _, t in todo), sum(len(p.jobs) - len(t) for p, t in todo))
+            progress.start(
+                sum(len(t) for _, t in todo),
+                sum(len(p.jobs) - len(t) for p, t in todo),
+                sum(p.experiment.estimate(t) for p, t in todo),
+            )
             for p, jobs in todo:
                 name = p.experiment.name
                 summary.planned[name] = summary.planned.get(name, 0) + len(p.jobs)
                 summary.skipped[name] = summary.skipped.get(name, 0) + len(p.jobs) - len(jobs)
                 summary.ran.setdefault(name, 0)
                 summary.wall_s.setdefault(name, 0.0)
-                progress.experiment(name, len(jobs), len(p.jobs) - len(jobs))
+                progress.experiment(name, len(jobs), len(p.jobs) - len(jobs), p.experiment.estimate(jobs))
                 if not jobs:
                     continue
                 try:
@@ -180,7 +188,7 @@ def _run_plan(
     for result in backend.map(experiment, chunks, p.tier, device):
         store.append(_records(experiment, p.tier, result, result.wall_s))
         summary.ran[experiment.name] += len(result.jobs)
-        progress.chunk(experiment.name, len(result.jobs), result.wall_s)
+        progress.chunk(experiment.name, len(result.jobs), result.wall_s, experiment.estimate(result.jobs))
     summary.wall_s[experiment.name] += time.perf_counter() - start
 
 

@@ -1,0 +1,380 @@
+"""``modscale list | run | reproduce | plot | report``: experiments as resumable sweeps, figures, the report.
+
+- ``list``: the registered experiments, their tiers and (``-v``) their config keys;
+- ``run NAME``: one experiment's sweep into ``--out`` (resumes: stored runs are skipped);
+- ``reproduce``: every experiment at a tier, then the figures and the report;
+- ``plot DIR``: PNG and PDF of every figure that has results in ``DIR``;
+- ``report DIR``: one self-contained HTML page.
+
+Bad input (an unknown experiment, a bad ``--set``, an unreachable Ray address...) is one line on stderr and
+exit status 2, with nothing written. Progress goes to stderr (a bar with ETA on a terminal, plain lines
+otherwise); where the output is goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from modscale.errors import UsageError
+from modscale.experiments import TIERS, all_experiments, current, execute, get, plan
+from modscale.experiments.backends import BACKENDS, check_device, make_backend
+from modscale.experiments.runner import Progress, Summary
+from modscale.results import FILENAME, load
+
+PLAIN_EVERY_S = 10.0
+
+
+# ------------------------------------------------------------------------------------------ progress
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _Eta:
+    """Remaining time: the remaining estimated cost, scaled by how long the cost done so far really took."""
+
+    def __init__(self, total: int, cost: float):
+        self.t0 = time.monotonic()
+        self.total, self.done = total, 0
+        # Without estimates every run weighs the same.
+        self.cost_total = cost if cost > 0 else float(total)
+        self.cost_done = 0.0
+
+    def add(self, runs: int, cost: float) -> None:
+        self.done += runs
+        self.cost_done += cost if cost > 0 else float(runs)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def remaining(self) -> float | None:
+        if self.cost_done <= 0:
+            return None
+        return self.elapsed() / self.cost_done * max(0.0, self.cost_total - self.cost_done)
+
+
+class PlainProgress(Progress):
+    """Lines on a stream: each experiment's start and end, and a line with an ETA at most every 10 s."""
+
+    def __init__(self, stream=None, every_s: float = PLAIN_EVERY_S):
+        self.stream = stream or sys.stderr
+        self.every_s = every_s
+        self.eta: _Eta | None = None
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def start(self, total: int, stored: int, cost: float = 0.0) -> None:
+        self.eta, self.last = _Eta(total, cost), time.monotonic()
+        self._say(f"{total} run(s) to do, {stored} already stored")
+
+    def experiment(self, name: str, todo: int, stored: int, cost: float = 0.0) -> None:
+        self.exp_todo, self.exp_done = todo, 0
+        self._say(f"{name}: {todo} run(s) to do" + (f", {stored} already stored" if stored else ""))
+
+    def chunk(self, name: str, runs: int, wall_s: float, cost: float = 0.0) -> None:
+        eta = self.eta
+        eta.add(runs, cost)
+        self.exp_done += runs
+        now = time.monotonic()
+        if self.exp_done == self.exp_todo or now - self.last >= self.every_s:
+            self.last = now
+            left = eta.remaining()
+            timing = f"elapsed {_clock(eta.elapsed())}" + (
+                f", ETA {_clock(left)}" if left is not None else ""
+            )
+            self._say(f"[{eta.done}/{eta.total}] {name}: {self.exp_done}/{self.exp_todo} runs, {timing}")
+
+    def finish(self) -> None:
+        if self.eta is not None and self.eta.total:
+            self._say(f"done {self.eta.done}/{self.eta.total} run(s) in {_clock(self.eta.elapsed())}")
+
+
+class BarProgress(Progress):
+    """A rich progress bar with ETA (for terminals); the bar advances by estimated cost, not by runs."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
+
+        self.bar = RichProgress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[runs]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.task = None
+        self.eta: _Eta | None = None
+
+    def start(self, total: int, stored: int, cost: float = 0.0) -> None:
+        self.eta = _Eta(total, cost)
+        self.bar.start()
+        self.task = self.bar.add_task(
+            "starting", total=self.eta.cost_total or 1, runs=f"0/{total} runs", eta=""
+        )
+        if stored:
+            self.bar.console.print(f"{stored} run(s) already stored: skipped")
+
+    def experiment(self, name: str, todo: int, stored: int, cost: float = 0.0) -> None:
+        self.bar.update(self.task, description=name)
+
+    def chunk(self, name: str, runs: int, wall_s: float, cost: float = 0.0) -> None:
+        self.eta.add(runs, cost)
+        left = self.eta.remaining()
+        self.bar.update(
+            self.task,
+            completed=self.eta.cost_done,
+            runs=f"{self.eta.done}/{self.eta.total} runs",
+            eta=f"ETA {_clock(left)}" if left is not None else "",
+        )
+
+    def finish(self) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, description="done", eta="")
+        self.bar.stop()
+
+
+def make_progress(quiet: bool = False) -> Progress:
+    if quiet:
+        return Progress()
+    return BarProgress() if sys.stderr.isatty() else PlainProgress()
+
+
+# ------------------------------------------------------------------------------------------ parsers
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_sweep_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tier", choices=TIERS, default="small", help="grid size (default: small)")
+    p.add_argument("--seeds", type=_positive_int, default=None, help="seeds per config (default: the tier's)")
+    p.add_argument("--backend", choices=BACKENDS, default="local", help="where chunks run (default: local)")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join (default: RAY_ADDRESS, else a local instance started and stopped)",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--out", default="results", help="results directory (default: results)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="the registered experiments")
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these experiments")
+    p.add_argument("-v", "--verbose", action="store_true", help="tiers and config keys too")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("run", help="run one experiment's sweep (resumable)")
+    p.add_argument("name", metavar="NAME", help="experiment (see `modscale list`)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a config key (KEY=V) or sweep it (KEY=V1,V2,...)",
+    )
+    _add_sweep_options(p)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("reproduce", help="every experiment at a tier, then figures and the report")
+    p.add_argument("--only", default=None, metavar="NAMES", help="comma-separated experiments (default: all)")
+    _add_sweep_options(p)
+    p.set_defaults(handler=cmd_reproduce)
+
+    p = sub.add_parser("plot", help="PNG and PDF of every figure with results in DIR")
+    p.add_argument("dir", metavar="DIR", help="results directory")
+    p.add_argument("--formats", default="png,pdf", help="comma-separated file formats (default: png,pdf)")
+    p.add_argument("--figures-dir", default=None, help="where to write (default: DIR/figures)")
+    p.set_defaults(handler=cmd_plot)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of the results in DIR")
+    p.add_argument("dir", metavar="DIR", help="results directory")
+    p.add_argument("-o", "--output", default=None, help="HTML file (default: DIR/report.html)")
+    p.set_defaults(handler=cmd_report)
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    experiments = [get(n) for n in args.names] if args.names else all_experiments()
+    if not experiments:
+        print("no experiments are registered")
+        return 0
+    width = max(len(e.name) for e in experiments)
+    for e in experiments:
+        if args.verbose:
+            print(e.describe())
+            print()
+        else:
+            sizes = "/".join(str(len(e.tiers[t].configs) * e.tiers[t].seeds) for t in TIERS)
+            print(f"{e.name:<{width}}  runs {sizes:<14}  {e.description}")
+    if not args.verbose:
+        print(f"\nruns per tier: {'/'.join(TIERS)}; `modscale list -v NAME` shows config keys")
+    return 0
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    check_device(args.device)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    if args.ray_address and args.backend != "ray":
+        raise UsageError("--ray-address needs --backend ray")
+
+
+def _print_summary(summary: Summary) -> None:
+    for name, planned in summary.planned.items():
+        ran, skipped = summary.ran.get(name, 0), summary.skipped.get(name, 0)
+        line = f"{name}: {planned} run(s): {ran} run now in {summary.wall_s.get(name, 0.0):.1f} s"
+        if skipped:
+            line += f", {skipped} already stored"
+        if name in summary.errors:
+            line += f"; FAILED: {summary.errors[name]}"
+        print(line)
+    for note in summary.notes:
+        print(f"modscale: note: {note}", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _check_common(args)
+    sweep = plan(args.name, args.tier, args.seeds, args.overrides)
+    backend = make_backend(args.backend, ray_address=args.ray_address)
+    summary = execute([sweep], args.out, backend, device=args.device, progress=make_progress(args.quiet))
+    _print_summary(summary)
+    print(f"results: {summary.results_path}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    _check_common(args)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        experiments = [get(n) for n in names]
+    else:
+        experiments = all_experiments()
+    if not experiments:
+        raise UsageError("no experiments are registered")
+    plans = [plan(e, args.tier, args.seeds) for e in experiments]
+    backend = make_backend(args.backend, ray_address=args.ray_address)
+    if not args.quiet:
+        print(
+            f"reproducing {len(plans)} experiment(s) at tier {args.tier} on {backend.describe()} into "
+            f"{args.out}",
+            file=sys.stderr,
+        )
+    summary = execute(
+        plans, args.out, backend, device=args.device, progress=make_progress(args.quiet), keep_going=True
+    )
+    _print_summary(summary)
+    out = Path(args.out)
+    figures, report, text = _write_outputs(out, out / "figures", ("png", "pdf"), out / "report.html")
+    print(f"results: {summary.results_path}")
+    print(f"figures: {figures}")
+    print(f"summary: {text}")
+    print(f"report:  {report}")
+    return 1 if summary.errors else 0
+
+
+def _records(directory: Path):
+    if not (directory / FILENAME).exists():
+        raise UsageError(
+            f"no results in {directory} (no {FILENAME}); run `modscale run NAME --out {directory}` "
+            "or `modscale reproduce --out DIR` first"
+        )
+    loaded = load(directory, warn=False)
+    records, misfits = current(loaded.records)
+    return records, loaded.notes() + misfits
+
+
+def _descriptions() -> dict[str, str]:
+    return {e.name: e.description + (f" (paper: {e.paper})" if e.paper else "") for e in all_experiments()}
+
+
+def _write_outputs(directory: Path, figures_dir: Path, formats, report_path: Path | None):
+    from modscale.plots import render, save
+    from modscale.plots.report import summary_text, write_report
+
+    records, notes = _records(directory)
+    for note in notes:
+        print(f"modscale: note: {note}", file=sys.stderr)
+    outputs = render(records)
+    for output in outputs:
+        save(output, figures_dir, formats)
+    text_path = directory / "summary.txt"
+    text_path.write_text(summary_text(records, outputs, notes=notes))
+    report = None
+    if report_path is not None:
+        report = write_report(
+            records,
+            report_path,
+            notes=notes,
+            descriptions=_descriptions(),
+            source=str(directory),
+            outputs=outputs,
+        )
+    return figures_dir, report, text_path
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
+    allowed = {"png", "pdf", "svg"}
+    if not formats or not set(formats) <= allowed:
+        raise UsageError(
+            f"--formats must be a comma-separated subset of {', '.join(sorted(allowed))}, "
+            f"got {args.formats!r}"
+        )
+    records, notes = _records(directory)
+    from modscale.plots import render, save
+
+    for note in notes:
+        print(f"modscale: note: {note}", file=sys.stderr)
+    outputs = render(records)
+    target = Path(args.figures_dir) if args.figures_dir else directory / "figures"
+    for output in outputs:
+        for path in save(output, target, formats):
+            print(path)
+    if not outputs:
+        print(f"no records to plot in {directory}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    output = Path(args.output) if args.output else directory / "report.html"
+    if output.exists() and output.is_dir():
+        raise UsageError(f"-o {output} is a directory")
+    records, notes = _records(directory)
+    from modscale.plots.report import write_report
+
+    for note in notes:
+        print(f"modscale: note: {note}", file=sys.stderr)
+    path = write_report(records, output, notes=notes, descriptions=_descriptions(), source=str(directory))
+    print(f"report: {path}")
+    return 0
+
+
+__all__ = ["add_parsers", "PlainProgress", "BarProgress", "make_progress"]

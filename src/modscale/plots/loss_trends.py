@@ -1,0 +1,131 @@
+"""The paper's loss_trends figure: train and test loss vs k, m, p and n; theory dashed, networks solid.
+
+Records: ``theory_loss_trends`` (the closed forms) and, when present, the network runs of
+:data:`NETWORK_EXPERIMENTS` (same config keys ``panel``, ``k``, ``m``, ``n``, ``p``; metrics ``train`` and
+``test``). Thin lines are single p (k and m panels) or single m (p and n panels); thick lines average over
+them within a seed, then over seeds (band: +-1 SD over seeds). The m panel also shows the modular theory
+(k modules on the true projections), which does not change with m. The paper's published values (theory and
+network) are overlaid as markers; they are on the paper's own loss scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from modscale import paper
+from modscale.plots.figure import Comparison, FigureOutput, figure, new_figure, overlay_paper, seeds_phrase
+from modscale.plots.stats import Curve, curve, curves, draw
+from modscale.results import Record
+
+THEORY = "theory_loss_trends"
+NETWORK_EXPERIMENTS = ("sine_loss_trends",)
+COLORS = {"train": "C0", "test": "C1"}
+MODULAR_COLOR = "C2"
+# panel -> (x key, key of the thin lines, log x axis)
+PANELS = {"k": ("k", "p", False), "m": ("m", "p", False), "p": ("p", "m", True), "n": ("n", "m", True)}
+
+
+def _panel(records: Sequence[Record], panel: str, model: str = "monolithic") -> list[Record]:
+    return [r for r in records if r.config.get("panel") == panel and r.config.get("model") == model]
+
+
+def _top(values: list[float], cap: float = 6.0) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return min(cap, 1.2 * max(finite)) if finite else cap
+
+
+@figure(
+    "loss_trends",
+    experiments=(THEORY, *NETWORK_EXPERIMENTS),
+    title="Loss vs k, m, p and n",
+    paper="loss_trends.png",
+)
+def loss_trends(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
+    theory = list(records.get(THEORY, ()))
+    network = [r for name in NETWORK_EXPERIMENTS for r in records.get(name, ())]
+    fig, axes = new_figure(2, 2, width=5.2, height=3.9)
+    comparisons: list[Comparison] = []
+    seed_counts: list[int] = []
+    for ax, (panel, (x, thin, log_x)) in zip(axes, PANELS.items(), strict=True):
+        tops: list[float] = []
+        sources = (("theory", "--", _panel(theory, panel)), ("network", "-", _panel(network, panel)))
+        for source, style, rows in sources:
+            for metric, color in COLORS.items():
+                for c in curves(rows, x, metric, by=(thin,)).values():
+                    ax.plot(c.x, c.mean, linestyle=style, color=color, linewidth=0.7, alpha=0.3)
+                avg = curve(rows, x, metric)
+                if avg is None:
+                    continue
+                seed_counts.extend(avg.n_seeds.tolist())
+                draw(ax, avg, color=color, linestyle=style, label=f"{metric}, {source}")
+                tops.extend(avg.mean.tolist())
+                comparisons.extend(_compare(panel, metric, source, avg))
+        modular = _panel(theory, panel, "modular")
+        if modular:
+            avg = curve(modular, x, "test")
+            if avg is not None:
+                k = sorted({r.config.get("k") for r in modular})
+                draw(ax, avg, color=MODULAR_COLOR, linestyle=":", label=f"test, modular theory (k={k[0]})")
+                tops.extend(avg.mean.tolist())
+        for s in paper.series("loss_trends", f"test loss vs {panel}") + paper.series(
+            "loss_trends", f"train loss vs {panel}"
+        ):
+            metric = s.panel.split()[0]
+            overlay_paper(ax, s, COLORS[metric], label=f"paper {metric}, {s.label}")
+            tops.extend(s.y)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel("loss")
+        ax.set_ylim(0, _top(tops) if panel in ("k", "m") else 6.0)
+        ax.set_title(f"vs {x}: thin lines = single {thin}, thick = averaged")
+    axes[1].legend(fontsize=7, loc="upper left")
+    fixed = _fixed(theory or network)
+    caption = (
+        "Train (blue) and test (orange) loss; theory dashed (closed form, DESIGN section 1), networks solid. "
+        f"Thick lines average the thin ones within a seed; mean over {seeds_phrase(seed_counts)}"
+        f"{' (band: +-1 SD)' if max(seed_counts, default=1) > 1 else ''}. {fixed} "
+        f"Markers: the paper's values ({paper.OWN_SCALE})."
+    )
+    if not network:
+        caption += " No network runs are stored yet: only the theory is shown."
+    return FigureOutput("loss_trends", fig, caption, comparisons)
+
+
+def _fixed(records: Sequence[Record]) -> str:
+    """What was held fixed in each panel, read off the records."""
+    parts = []
+    for panel, keys in (("k", ("m", "n")), ("m", ("k", "n")), ("p", ("n",)), ("n", ("p",))):
+        rows = _panel(records, panel)
+        if rows:
+            vals = ", ".join(f"{k}={sorted({r.config.get(k) for r in rows})[0]}" for k in keys)
+            parts.append(f"vs {panel}: {vals}")
+    return ("Fixed: " + "; ".join(parts) + ".") if parts else ""
+
+
+def _compare(panel: str, metric: str, source: str, avg: Curve) -> list[Comparison]:
+    found = paper.series("loss_trends", f"{metric} loss vs {panel}", source)
+    rows = []
+    for s in found:
+        if panel == "k":  # the paper gives one flat level: compare with our mean over k
+            mean = float(np.nanmean(avg.mean))
+            rows.append(
+                Comparison(
+                    f"{metric} loss, {source}, mean over k",
+                    "k=2..9",
+                    mean,
+                    float(np.nanmean(avg.sd)),
+                    int(avg.n_seeds.min()),
+                    s.y[0],
+                    s.scale,
+                )
+            )
+            continue
+        for xv, yv in zip(s.x, s.y, strict=True):
+            got = avg.at(xv)
+            if got is not None:
+                what = f"{metric} loss, {source}"
+                rows.append(Comparison(what, f"{panel}={xv:g}", got[0], got[1], got[2], yv, s.scale))
+    return rows

@@ -142,8 +142,9 @@ def test_summation_rule_matches_brute_force() -> None:
             lam = spec.eigenvalues(j)
             rule = spec._broadcast_flat((), np.array(True))._summation_rule(np.array([float(q)]))
             for kappa in [1e-9, 1e-5, 1e-2]:
-                s1, s3, d2 = (v[0] for v in _g_sums(rule, np.array([kappa]), full=True))
+                s1, c, s3, d2 = (v[0] for v in _g_sums(rule, np.array([kappa]), full=True))
                 np.testing.assert_allclose(s1, np.sum(lam / (lam + kappa)), rtol=1e-8)
+                np.testing.assert_allclose(c, np.sum(kappa / (lam + kappa)), rtol=1e-8)
                 np.testing.assert_allclose(s3, np.sum(lam / (lam + kappa) ** 2), rtol=1e-8)
                 np.testing.assert_allclose(d2, np.sum(lam**2 / (lam + kappa) ** 2), rtol=1e-8)
 

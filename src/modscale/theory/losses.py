@@ -40,7 +40,9 @@ _RTOL = 1e-12
 
 
 def _g_sums(rule: _Rule, kappa: np.ndarray, *, full: bool) -> tuple[np.ndarray, ...]:
-    """S1 = sum lam/(lam+k), S3 = sum lam/(lam+k)^2 and (if ``full``) D2 = sum lam^2/(lam+k)^2 over a rule."""
+    """Sums over a rule at kappa: S1 = sum lam/(lam+k), C = sum k/(lam+k), S3 = sum lam/(lam+k)^2 and, if
+    ``full``, D2 = sum lam^2/(lam+k)^2. C is summed directly (not as count - S1) to keep its precision
+    when S1 is close to the count."""
     k = kappa[:, None]
     inv = 1.0 / (rule.lam + k)
     g1 = rule.lam * inv
@@ -48,34 +50,47 @@ def _g_sums(rule: _Rule, kappa: np.ndarray, *, full: bool) -> tuple[np.ndarray, 
     # Euler-Maclaurin endpoint corrections need d g / d lam at the endpoints.
     inv_e = 1.0 / (rule.lam_e + k)
     corr = rule.d_e * rule.dlam_e
-    s1 = (rule.w * g1).sum(1) + (corr * k * inv_e**2).sum(1)
+    dg1 = (corr * k * inv_e**2).sum(1)
+    s1 = (rule.w * g1).sum(1) + dg1
+    c = (rule.w * k * inv).sum(1) - dg1
     s3 = (rule.w * g3).sum(1) + (corr * (k - rule.lam_e) * inv_e**3).sum(1)
     if not full:
-        return s1, s3
+        return s1, c, s3
     d2 = (rule.w * g1 * g1).sum(1) + (corr * 2 * rule.lam_e * k * inv_e**3).sum(1)
-    return s1, s3, d2
+    return s1, c, s3, d2
 
 
-def _solve_kappa(rule: _Rule, n: np.ndarray, p_eff: np.ndarray, mass: np.ndarray) -> np.ndarray:
-    """kappa > 0 solving sum_{j<=p} lam_j/(lam_j + kappa) = n (decreasing in kappa): Newton in ln kappa.
+def _solve_kappa(
+    rule: _Rule, n: np.ndarray, p_eff: np.ndarray, mass: np.ndarray, guess: np.ndarray
+) -> np.ndarray:
+    """kappa > 0 solving S1(kappa) = sum_{j<=p} lam_j/(lam_j + kappa) = n: safeguarded Newton in ln kappa.
 
-    Bracket: the sum is <= mass/kappa, so it is <= n at kappa = mass/n; every term is >= lam_min/(lam_min +
-    kappa), so it is >= n at kappa = lam_min (p - n)/n (p > n + 1 here). Newton steps that leave the bracket
-    fall back to bisection.
+    Newton runs on ln S1 = ln n where n <= p/2 and on the complement ln C = ln(p - n), C = sum
+    kappa/(lam_j + kappa), where n > p/2: each is close to linear in ln kappa on its side (power-law and
+    small-kappa asymptotics), so all points converge in ~6 steps. Bracket: S1 <= mass/kappa, so S1 <= n at
+    kappa = mass/n; every term is >= lam_min/(lam_min + kappa), so S1 >= n at kappa = lam_min (p - n)/n
+    (p > n + 1 here). Steps that leave the bracket fall back to bisection. ``guess`` starts it at
+    e * lam_n (about n features have lam_j > kappa; kappa / lam_n lay in [1.2, 7] for the spectra here).
     """
     lam_min = np.where(rule.w > 0, rule.lam, np.inf).min(axis=1)
     hi = np.log(mass / n)
     lo = np.log(lam_min * (p_eff - n) / n)
-    x = 0.5 * (lo + hi)
+    x = np.clip(np.log(np.maximum(guess, 1e-300)) + 1.0, lo, hi)
+    complement = n > 0.5 * p_eff
+    # S1 + C equals the rule's own count, which matches p to ~1e-10 relative (the quadrature error of a
+    # constant): p - n is the exact target, and it stays positive where count - n would round to zero.
+    target = np.log(np.where(complement, p_eff - n, n))
     for _ in range(_NEWTON_STEPS):
         kappa = np.exp(x)
-        s1, s3 = _g_sums(rule, kappa, full=False)
-        f = s1 - n
-        lo = np.where(f > 0, x, lo)  # sum too large -> kappa too small
-        hi = np.where(f <= 0, x, hi)
-        newton = x + f / (kappa * s3)  # d s1 / d ln kappa = -kappa s3
+        s1, c, s3 = _g_sums(rule, kappa, full=False)
+        f = np.log(np.where(complement, c, s1)) - target
+        converged = np.abs(f) <= _RTOL
+        too_small = np.where(complement, f < 0, f > 0)  # S1 > n <=> C < count - n <=> kappa too small
+        lo = np.where(too_small, x, lo)
+        hi = np.where(too_small, hi, x)
+        slope = kappa * s3 / np.where(complement, c, -s1)  # d f / d ln kappa
+        newton = x - f / slope
         inside = (newton > lo) & (newton < hi)
-        converged = np.abs(f) <= _RTOL * n
         x_new = np.where(converged, x, np.where(inside, newton, 0.5 * (lo + hi)))
         if np.all(converged | (np.abs(x_new - x) < 1e-13)):
             return np.exp(x_new)
@@ -83,22 +98,23 @@ def _solve_kappa(rule: _Rule, n: np.ndarray, p_eff: np.ndarray, mass: np.ndarray
     return np.exp(x)
 
 
-def _overparameterised(rule: _Rule, n: np.ndarray, p_eff: np.ndarray, T: np.ndarray, mass: np.ndarray):
+def _overparameterised(rule: _Rule, n, p_eff, T, mass, guess) -> np.ndarray:
     """test = T + B + V of the deterministic equivalent, for flat arrays of points."""
     out = np.empty_like(n)
     for start in range(0, n.shape[0], _CHUNK):
         sl = slice(start, start + _CHUNK)
         sub = _Rule(rule.lam[sl], rule.w[sl], rule.lam_e[sl], rule.dlam_e[sl], rule.d_e[sl])
-        kappa = _solve_kappa(sub, n[sl], p_eff[sl], mass[sl])
-        _, s3, d2 = _g_sums(sub, kappa, full=True)
+        kappa = _solve_kappa(sub, n[sl], p_eff[sl], mass[sl], guess[sl])
+        _, _, s3, d2 = _g_sums(sub, kappa, full=True)
         bias = kappa**2 * s3 / (1.0 - d2 / n[sl])
         variance = T[sl] * d2 / (n[sl] - d2)
         out[sl] = T[sl] + bias + variance
     return out
 
 
-def _losses(n, T, p_eff, rule_fn, mass_fn, shape):
-    """Shared regime logic on arrays of ``shape``; rule_fn(mask) builds the summation rule of the points."""
+def _losses(n, T, p_eff, rule_fn, mass_fn, guess_fn, shape):
+    """Shared regime logic on arrays of ``shape``; rule_fn(mask) builds the summation rule of the points,
+    mass_fn(mask) their learned variance and guess_fn(mask) a starting kappa."""
     train = np.empty(shape)
     test = np.empty(shape)
     under = p_eff < n - 1
@@ -110,7 +126,9 @@ def _losses(n, T, p_eff, rule_fn, mass_fn, shape):
     test[edge] = np.inf
     train[over] = 0.0
     if over.any():
-        test[over] = _overparameterised(rule_fn(over), n[over], p_eff[over], T[over], mass_fn(over))
+        test[over] = _overparameterised(
+            rule_fn(over), n[over], p_eff[over], T[over], mass_fn(over), guess_fn(over)
+        )
     return train, test
 
 
@@ -174,7 +192,10 @@ def monolithic_losses(
     def mass_fn(mask):
         return np.broadcast_to(spec.total() - spec.tail(q), shape)[mask]
 
-    return _losses(n_eff, T, p_eff, rule_fn, mass_fn, shape)
+    def guess_fn(mask):
+        return np.broadcast_to(spec.eigenvalues(np.rint(n_eff)), shape)[mask]
+
+    return _losses(n_eff, T, p_eff, rule_fn, mass_fn, guess_fn, shape)
 
 
 def modular_losses(
@@ -237,7 +258,10 @@ def modular_losses(
     def mass_fn(mask):
         return np.broadcast_to(spec.total() - spec.tail(q), shape)[mask] + r[mask] * lam_next[mask] / k[mask]
 
-    return _losses(n_eff, T, p_eff, rule_fn, mass_fn, shape)
+    def guess_fn(mask):  # the pooled spectrum's n-th eigenvalue: lam_{n/k} / k
+        return np.broadcast_to(spec.eigenvalues(np.maximum(np.rint(n_eff / k), 1)) / k, shape)[mask]
+
+    return _losses(n_eff, T, p_eff, rule_fn, mass_fn, guess_fn, shape)
 
 
 def unexplained_variance(p: Any, spectrum: Spectrum | Any, noise: Any = 0.0) -> np.ndarray:

@@ -26,7 +26,7 @@ from modscale.errors import InvalidValue, UsageError
 from modscale.experiments.experiment import Context, Experiment, Job
 
 BACKENDS = ("local", "ray")
-CONNECT_TIMEOUT_S = 25.0
+CONNECT_TIMEOUT_S = 20.0
 _PROBE_TIMEOUT_S = 5.0
 
 

@@ -164,8 +164,8 @@ def test_normalisation_statistics_are_those_of_the_train_split(data):
 
 
 def test_noise_is_gaussian_with_the_stated_level_and_seeded(data):
-    task = CompositionalCIFAR(2, data=data, generator=0)
-    idx = task.test_indices("seen")[:200]
+    task = CompositionalCIFAR(2, n_test=200, data=data, generator=0)
+    idx = task.test_indices("seen")
     clean = task.compose(idx, "test")
     noisy = task.compose(idx, "test", noise=0.5, generator=3)
     diff = (noisy - clean).double()
@@ -403,3 +403,20 @@ def test_real_composites_are_normalised(real_task):
     assert not real_task.is_held_out(Y).any()
     # JPEG copy's README: channel means match the original CIFAR-10 to 4 decimals.
     np.testing.assert_allclose(real_task.mean / 255, [0.4914, 0.4822, 0.4465], atol=5e-4)
+
+
+def test_tabulated_and_on_the_fly_tuples_agree(data):
+    """k <= 6 samples through a table of pi^{-1}; larger k evaluates pi^{-1} per draw: same tuples."""
+    task = CompositionalCIFAR(3, data=data, generator=2)
+    assert task._table is not None
+    tabulated = task.sample_tuples(3000, "seen", generator=9)
+    task._table = None
+    assert torch.equal(task.sample_tuples(3000, "seen", generator=9), tabulated)
+
+
+def test_large_k_without_a_table(data):
+    task = CompositionalCIFAR(8, n_test=50, data=data, generator=0)
+    assert task._table is None and task.n_holdout == 20_000_000
+    X, Y = task.sample(6, generator=1)
+    assert X.shape == (6, 3, 32, 256) and not task.is_held_out(Y).any()
+    assert task.is_held_out(task.labels(task.test_indices("unseen"), "test")).all()

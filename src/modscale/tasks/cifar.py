@@ -71,6 +71,7 @@ NOISE_LEVELS = (0.1, 0.2, 0.5, 1.0)
 WHICH = ("seen", "unseen")
 SPLITS = ("train", "test")
 MAX_K = 18  # class tuples are coded in int64: 10^18 < 2^63
+TABLE_MAX_K = 6  # tabulate the tuples of all 10^k ranks up to 10^6 of them (6 MB)
 CHUNK = 1024  # rows of a fixed set drawn per seeded chunk (nested sets)
 _M32 = 0xFFFFFFFF
 _FEISTEL_ROUNDS = 8
@@ -287,6 +288,12 @@ class CompositionalCIFAR:
             raise InvalidValue(f"holdout_fraction {holdout_fraction} leaves no class tuple for training")
 
         self._perm = TuplePermutation(self.n_tuples, gen)
+        # For k <= TABLE_MAX_K, the class tuple of every rank r (pi^{-1}(r), decoded) is tabulated once, so
+        # sampling is one gather; larger k evaluates pi^{-1} on the fly. Both give identical tuples.
+        self._table = None
+        if self.k <= TABLE_MAX_K:
+            ranks = torch.arange(self.n_tuples, dtype=torch.int64)
+            self._table = self._codes_to_labels(self._perm.inverse(ranks)).to(torch.uint8)  # (N, k)
         self._seeds = {name: _draw_seed(gen) for name in ("train", "seen", "unseen", "noise")}
         if data is None:
             data = load_cifar10(data_dir, cache_dir)
@@ -381,7 +388,9 @@ class CompositionalCIFAR:
         self._check_which(which)
         gen = _as_generator(generator)
         low, high = (self.n_holdout, self.n_tuples) if which == "seen" else (0, self.n_holdout)
-        r = torch.randint(low, high, (n,), generator=gen, dtype=torch.int64)
+        r = torch.randint(low, high, (n,), generator=gen, dtype=torch.int64)  # ranks pi(c)
+        if self._table is not None:
+            return self._table[r].long()
         return self._codes_to_labels(self._perm.inverse(r))
 
     def sample_images(self, labels: torch.Tensor, split: str = "train", generator=None) -> torch.Tensor:

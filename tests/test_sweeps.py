@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from modscale.errors import InvalidType, InvalidValue, UsageError
@@ -17,9 +18,12 @@ from modscale.experiments import (
     Experiment,
     Param,
     Tier,
+    bisect_log_grid,
     current,
+    dense_grid,
     execute,
     grid,
+    log_grid_n,
     plan,
     registry,
     run_sweep,
@@ -292,3 +296,64 @@ def test_store_opened_by_a_sweep_is_locked(probe, tmp_path):
     with ResultsStore(tmp_path):
         with pytest.raises(UsageError, match="another modscale process"):
             run_sweep("sweep_probe", tmp_path, tier="smoke")
+
+
+# ------------------------------------------------------------------------------------------ bisection on n
+
+
+def _closed_form(ms, p=50):
+    """Test loss of the monolithic model at p (under-parameterised for n > p + 1: falls with n)."""
+    from modscale.theory import monolithic_losses, spectrum
+
+    calls = []
+
+    def evaluate(jobs, n):
+        calls.append(len(jobs))
+        return monolithic_losses(n, p, spectrum(np.asarray(ms)[jobs]))[1]
+
+    return evaluate, calls
+
+
+def test_bisection_finds_the_dense_answer_with_3x_fewer_trainings():
+    grid = log_grid_n(60, 1e5, 33)
+    ms = [2, 3, 4, 5, 6]
+    eps = [0.5, 0.6, 1.25, 1.3, 1.35]
+    evaluate, calls = _closed_form(ms)
+    found = bisect_log_grid(evaluate, grid, eps, n_jobs=len(ms))
+    dense = dense_grid(_closed_form(ms)[0], grid, eps, n_jobs=len(ms))
+    assert np.isfinite(dense.n_star).sum() >= 4  # the check is not vacuous
+    np.testing.assert_array_equal(found.n_star, dense.n_star)
+    assert found.trainings.max() * 3 <= dense.trainings.min()
+    assert found.rounds == len(calls) <= 1 + int(np.ceil(np.log2(len(grid) + 1)))
+    assert calls[0] == len(ms)  # every job in one stacked call per round
+    for j, n_star in enumerate(found.n_star):  # the history shows why: a hit at n*, a miss just below
+        seen = dict(found.history[j])
+        if np.isfinite(n_star):
+            assert seen[int(n_star)] <= eps[j]
+            below = grid[np.searchsorted(grid, n_star) - 1] if n_star > grid[0] else None
+            assert below is None or seen.get(int(below), np.inf) > eps[j]
+
+
+def test_bisection_unreachable_threshold_costs_one_training():
+    evaluate, _ = _closed_form([9])
+    found = bisect_log_grid(evaluate, log_grid_n(60, 1e3, 9), 0.01, n_jobs=1)
+    assert found.n_star[0] == np.inf and found.trainings[0] == 1
+
+
+def test_bisection_on_noisy_losses_returns_a_crossing():
+    rng = np.random.default_rng(0)
+    grid = log_grid_n(10, 1e4, 25)
+    noise = rng.normal(scale=0.2, size=(3, len(grid)))
+
+    def evaluate(jobs, n):
+        idx = np.searchsorted(grid, n)
+        return 10 / np.sqrt(n) + noise[jobs, idx]
+
+    found = bisect_log_grid(evaluate, grid, 0.5, n_jobs=3)
+    for j in range(3):
+        seen = dict(found.history[j])
+        n_star = int(found.n_star[j])
+        assert seen[n_star] <= 0.5
+        assert all(loss > 0.5 for n, loss in seen.items() if n < n_star)
+    with pytest.raises(InvalidValue, match="increasing"):
+        bisect_log_grid(evaluate, grid[::-1], 0.5, n_jobs=1)

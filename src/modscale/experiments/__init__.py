@@ -25,6 +25,7 @@ from modscale.experiments.backends import (
 from modscale.experiments.experiment import TIERS, Context, Experiment, Job, Param, Tier, grid
 from modscale.experiments.registry import all_experiments, get, names, register, unregister
 from modscale.experiments.runner import Plan, Progress, Summary, current, execute, plan, run_sweep
+from modscale.experiments.search import Search, bisect_log_grid, dense_grid, log_grid_n
 
 __all__ = [
     "TIERS",
@@ -54,4 +55,8 @@ __all__ = [
     "execute_chunk",
     "make_backend",
     "resolve_device",
+    "Search",
+    "bisect_log_grid",
+    "dense_grid",
+    "log_grid_n",
 ]

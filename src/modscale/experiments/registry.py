@@ -24,7 +24,7 @@ from modscale.experiments.experiment import Experiment
 
 ENV_VAR = "MODSCALE_EXPERIMENTS"
 ENTRY_POINT_GROUP = "modscale.experiments"
-_FRAMEWORK = {"experiment", "registry", "runner", "backends"}
+_FRAMEWORK = {"experiment", "registry", "runner", "backends", "search"}
 PLUGIN_PREFIX = "modscale_plugin_"
 
 _registry: dict[str, Experiment] = {}

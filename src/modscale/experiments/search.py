@@ -1,0 +1,123 @@
+"""Sample complexity by bisection on a log grid of n, for many jobs at once (one stacked training per round).
+
+n*(eps) is the smallest n on a grid whose loss is <= eps. A dense search trains at every grid point;
+bisection first trains at the top of the grid (is eps reachable at all?), then halves the bracket of grid
+indices: at most 1 + ceil(log2(G + 1)) trainings per job instead of G. All jobs of a chunk step together:
+every round calls ``evaluate(jobs, n)`` once with the jobs still searching and the n each needs, so an
+experiment trains them as one stacked model (each replica its own seed, its own n). Bisection returns the
+dense answer whenever the loss falls with n along the grid; with noisy losses it returns *a* crossing, which
+is why the history of every (n, loss) it saw is kept.
+
+Example (the closed-form test loss of the monolithic model at p = 50)::
+
+    grid = log_grid_n(60, 1e5, 33)
+    f = lambda jobs, n: monolithic_losses(n, 50, spectrum(4))[1]
+    found = bisect_log_grid(f, grid, threshold=1.3, n_jobs=1)
+    found.n_star, found.trainings   # (array([191.]), array([6])): 6 trainings instead of 33
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from modscale.errors import InvalidValue
+
+Evaluate = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """Result per job: ``n_star`` (inf when even the largest n misses the threshold), trainings used, the
+    (n, loss) pairs seen in order, and how many rounds (calls of ``evaluate``) the search took."""
+
+    n_star: np.ndarray
+    trainings: np.ndarray
+    history: list[list[tuple[int, float]]]
+    rounds: int
+
+
+def log_grid_n(low: float, high: float, count: int) -> np.ndarray:
+    """``count`` sample sizes spaced evenly in log from ``low`` to ``high``, rounded, duplicates dropped."""
+    if not (1 <= low < high) or count < 2:
+        raise InvalidValue(f"log grid needs 1 <= low < high and count >= 2, got {low}, {high}, {count}")
+    return np.unique(np.round(np.geomspace(low, high, count)).astype(np.int64))
+
+
+def _check(grid: np.ndarray, n_jobs: int) -> np.ndarray:
+    grid = np.asarray(grid)
+    if grid.ndim != 1 or len(grid) < 1 or np.any(np.diff(grid) <= 0):
+        raise InvalidValue("grid must be a 1-D increasing array of sample sizes")
+    if n_jobs < 1:
+        raise InvalidValue(f"n_jobs must be >= 1, got {n_jobs}")
+    return grid
+
+
+def _call(evaluate: Evaluate, jobs: np.ndarray, n: np.ndarray) -> np.ndarray:
+    losses = np.asarray(evaluate(jobs, n), dtype=float)
+    if losses.shape != jobs.shape:
+        raise ValueError(f"evaluate returned shape {losses.shape} for {len(jobs)} jobs")
+    return losses
+
+
+def bisect_log_grid(
+    evaluate: Evaluate, grid: np.ndarray, threshold: float | np.ndarray, n_jobs: int
+) -> Search:
+    """n* for ``n_jobs`` jobs by bisection over ``grid`` (increasing sample sizes).
+
+    ``evaluate(jobs, n)``: losses (J,) of jobs ``jobs`` (J,) trained on ``n`` (J,) samples. ``threshold``:
+    one eps, or one per job. A NaN loss counts as above the threshold.
+    """
+    grid = _check(grid, n_jobs)
+    eps = np.broadcast_to(np.asarray(threshold, dtype=float), (n_jobs,))
+    history: list[list[tuple[int, float]]] = [[] for _ in range(n_jobs)]
+    trainings = np.zeros(n_jobs, dtype=np.int64)
+    lo = np.full(n_jobs, -1)  # index known (or assumed, at -1) to miss the threshold
+    hi = np.full(n_jobs, len(grid) - 1)  # index known to reach it, once the top is checked
+    n_star = np.full(n_jobs, np.inf)
+    rounds = 0
+
+    def run(jobs: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        nonlocal rounds
+        rounds += 1
+        losses = _call(evaluate, jobs, grid[idx])
+        for j, i, loss in zip(jobs, idx, losses, strict=True):
+            history[j].append((int(grid[i]), float(loss)))
+        trainings[jobs] += 1
+        return losses <= eps[jobs]  # NaN compares False: counts as a miss
+
+    everyone = np.arange(n_jobs)
+    reached = run(everyone, hi)
+    active = everyone[reached]
+    while len(active):
+        active = active[hi[active] - lo[active] > 1]
+        if not len(active):
+            break
+        mid = (lo[active] + hi[active]) // 2
+        ok = run(active, mid)
+        hi[active[ok]] = mid[ok]
+        lo[active[~ok]] = mid[~ok]
+    n_star[reached] = grid[hi[reached]]
+    return Search(n_star, trainings, history, rounds)
+
+
+def dense_grid(evaluate: Evaluate, grid: np.ndarray, threshold: float | np.ndarray, n_jobs: int) -> Search:
+    """n* for ``n_jobs`` jobs by training at every grid point: the reference bisection is compared with.
+
+    n* is the smallest grid n whose loss is <= threshold and stays so at every larger grid n (the last
+    crossing), which is what bisection finds when the loss falls with n.
+    """
+    grid = _check(grid, n_jobs)
+    eps = np.broadcast_to(np.asarray(threshold, dtype=float), (n_jobs,))
+    jobs = np.arange(n_jobs)
+    losses = np.stack([_call(evaluate, jobs, np.full(n_jobs, n)) for n in grid], axis=1)  # (J, G)
+    ok = losses <= eps[:, None]
+    tail_ok = np.flip(np.logical_and.accumulate(np.flip(ok, axis=1), axis=1), axis=1)
+    n_star = np.where(tail_ok.any(axis=1), grid[np.argmax(tail_ok, axis=1)], np.inf)
+    history = [[(int(n), float(v)) for n, v in zip(grid, row, strict=True)] for row in losses]
+    return Search(n_star.astype(float), np.full(n_jobs, len(grid)), history, len(grid))
+
+
+__all__ = ["Search", "log_grid_n", "bisect_log_grid", "dense_grid"]

@@ -56,3 +56,57 @@ EXPERIMENTS = (
         accelerated=False,
     ),
 )
+
+
+def run_stacked(jobs, ctx):
+    """Every job of the chunk is one replica of one stacked MLP: its own task draw, n, seed and weights."""
+    import torch
+
+    from modscale.models import MLP
+    from modscale.tasks import SineTask
+    from modscale.training import train
+
+    first = jobs[0].config
+    m, S = first["m"], len(jobs)
+    n_max = max(j.config["n"] for j in jobs)
+    X = torch.zeros(S, n_max, m)
+    y = torch.zeros(S, n_max, 1)
+    Xt, yt = torch.empty(S, 256, m), torch.empty(S, 256, 1)
+    for s, job in enumerate(jobs):
+        g = torch.Generator().manual_seed(job.seed)
+        task = SineTask(m, 2, generator=g)
+        n = job.config["n"]
+        X[s, :n], y[s, :n] = task.sample(n, generator=g)  # rows beyond n are masked by n_samples
+        Xt[s], yt[s] = task.sample(256, generator=g)
+    net = MLP(m, first["width"], 1, n_replicas=S, generator=[j.seed for j in jobs])
+    hist = train(
+        net,
+        (X, y),
+        steps=first["steps"],
+        lr=first["lr"],
+        n_samples=[j.config["n"] for j in jobs],
+        test=(Xt, yt),
+        device=ctx.device,
+        generator=[j.seed for j in jobs],
+    )
+    return [{"test": float(hist.final_test[s]), "train": float(hist.final_train[s])} for s in range(S)]
+
+
+EXPERIMENTS = (
+    *EXPERIMENTS,
+    Experiment(
+        name="stacked_probe",
+        description="a tiny MLP per (n, seed) on the sine task, all jobs of a chunk trained as one stack",
+        params=(
+            Param("m", int, 4, "input dimension", low=1),
+            Param("n", int, 64, "training samples", low=1),
+            Param("width", int, 8, "hidden units", low=1),
+            Param("steps", int, 30, "Adam steps", low=1),
+            Param("lr", float, 1e-2, "learning rate", low=0.0),
+        ),
+        tiers={t: Tier(grid(n=[16, 64, 128]), seeds=2) for t in ("smoke", "small", "paper")},
+        run=run_stacked,
+        stack_key=lambda c: (c["m"], c["width"], c["steps"]),
+        max_chunk=16,
+    ),
+)

@@ -39,7 +39,8 @@ def probe():
     for experiment in module.EXPERIMENTS:
         registry.register(experiment, replace=True)
     yield module
-    registry.unregister("sweep_probe")
+    for experiment in module.EXPERIMENTS:
+        registry.unregister(experiment.name)
 
 
 def _raw_keys(path: Path) -> list[tuple]:
@@ -357,3 +358,21 @@ def test_bisection_on_noisy_losses_returns_a_crossing():
         assert all(loss > 0.5 for n, loss in seen.items() if n < n_star)
     with pytest.raises(InvalidValue, match="increasing"):
         bisect_log_grid(evaluate, grid[::-1], 0.5, n_jobs=1)
+
+
+def test_stacked_chunks_give_what_each_job_gives_alone(probe, tmp_path):
+    """Configs x seeds trained as one stacked model equal the same jobs run one at a time."""
+    e = registry.get("stacked_probe")
+    jobs = e.jobs("smoke")
+    assert [len(c) for c in e.chunks(jobs)] == [6]  # three n x two seeds share one stack
+    summary = run_sweep(e, tmp_path, tier="smoke", device="cpu")
+    assert summary.ran == {"stacked_probe": 6}
+    stacked = {r.key: r.metrics for r in load(tmp_path).records}
+    assert all(r.chunk_size == 6 and r.device == "cpu" for r in load(tmp_path).records)
+    from modscale.experiments import execute_chunk
+
+    for job in jobs:
+        alone = execute_chunk(e, [job], "smoke", "cpu").metrics[0]
+        got = stacked[("stacked_probe", e.revision, job.config_hash, job.seed)]
+        assert got["test"] == pytest.approx(alone["test"], rel=1e-4)
+        assert got["train"] == pytest.approx(alone["train"], rel=1e-4, abs=1e-6)

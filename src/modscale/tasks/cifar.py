@@ -9,7 +9,9 @@ Combinatorial out-of-distribution split (k >= 2). Class k-tuples are coded c = s
 N = 10^k. A seeded pseudo-random permutation pi of [0, N) (a balanced Feistel network with cycle-walking,
 :class:`TuplePermutation`) holds out exactly H = round(holdout_fraction * N) tuples, those with pi(c) < H.
 Training composites and the in-distribution ("seen") test set only use the other N - H tuples; the "unseen"
-test set only the held-out ones. Nothing depends on a stored table, so k = 8 (10^8 tuples) costs no memory.
+test set only the held-out ones. Membership and sampling cost O(batch) whatever k is, so k = 8 (10^8 tuples)
+needs no table; for k <= 6 the tuples of all 10^k ranks are tabulated once (at most 6 MB) and sampling is
+one gather (identical tuples either way).
 For k = 1 there are no combinations: nothing is held out and the unseen set does not exist.
 
 How a composite is drawn (by tensor indexing, no per-sample Python loop):

@@ -78,7 +78,7 @@ EXPERIMENTS = (
         ),
         tiers={
             "smoke": Tier(_grid(POINTS[:1] + POINTS[2:3], [2]), seeds=2),
-            "small": Tier(_grid(POINTS, [2, 4, 6]), seeds=3),
+            "small": Tier(_grid(POINTS, [2, 6]), seeds=3),
             "paper": Tier(_grid(POINTS + [(1000, 300), (500, 2000)], [2, 3, 4, 5, 6, 7, 8, 9]), seeds=10),
         },
         run=run,

@@ -420,3 +420,12 @@ def test_large_k_without_a_table(data):
     X, Y = task.sample(6, generator=1)
     assert X.shape == (6, 3, 32, 256) and not task.is_held_out(Y).any()
     assert task.is_held_out(task.labels(task.test_indices("unseen"), "test")).all()
+
+
+def test_data_with_wrong_layout_is_refused():
+    d = fake_data()
+    nchw = np.ascontiguousarray(d.x_train.transpose(0, 3, 1, 2))
+    with pytest.raises(InvalidValue, match=r"need uint8 images \(N, 32, 32, 3\)"):
+        CompositionalCIFAR(2, data=Cifar10Arrays(nchw, d.y_train, d.x_test, d.y_test))
+    with pytest.raises(InvalidValue, match="labels must be a non-empty array of integers in 0..9"):
+        CompositionalCIFAR(2, data=Cifar10Arrays(d.x_train, d.y_train + 10, d.x_test, d.y_test))

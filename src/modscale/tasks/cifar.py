@@ -290,16 +290,16 @@ class CompositionalCIFAR:
             raise InvalidValue(f"holdout_fraction {holdout_fraction} leaves no class tuple for training")
 
         self._perm = TuplePermutation(self.n_tuples, gen)
+        self._seeds = {name: _draw_seed(gen) for name in ("train", "seen", "unseen", "noise")}
+        if data is None:
+            data = load_cifar10(data_dir, cache_dir)
+        self._set_data(data)
         # For k <= TABLE_MAX_K, the class tuple of every rank r (pi^{-1}(r), decoded) is tabulated once, so
         # sampling is one gather; larger k evaluates pi^{-1} on the fly. Both give identical tuples.
         self._table = None
         if self.k <= TABLE_MAX_K:
             ranks = torch.arange(self.n_tuples, dtype=torch.int64)
             self._table = self._codes_to_labels(self._perm.inverse(ranks)).to(torch.uint8)  # (N, k)
-        self._seeds = {name: _draw_seed(gen) for name in ("train", "seen", "unseen", "noise")}
-        if data is None:
-            data = load_cifar10(data_dir, cache_dir)
-        self._set_data(data)
         self._fixed: dict[str, torch.Tensor] = {}
 
     # data -----------------------------------------------------------------------------------------------
@@ -311,8 +311,8 @@ class CompositionalCIFAR:
                 raise InvalidValue(
                     f"data {split}: need uint8 images (N, 32, 32, 3) and N labels, got {x.shape}, {y.shape}"
                 )
-            if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= N_CLASSES:
-                raise InvalidValue(f"data {split} labels must be integers in 0..9")
+            if not np.issubdtype(y.dtype, np.integer) or y.size == 0 or y.min() < 0 or y.max() >= N_CLASSES:
+                raise InvalidValue(f"data {split} labels must be a non-empty array of integers in 0..9")
             counts = np.bincount(y, minlength=N_CLASSES)
             if (counts == 0).any():
                 raise InvalidValue(f"data {split} split must hold every class 0..9, counts {counts.tolist()}")

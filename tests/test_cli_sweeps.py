@@ -166,3 +166,15 @@ def test_plain_progress_prints_an_eta():
     )
     assert lines[2].startswith("[5/10] a: 5/10 runs, elapsed 0:00, ETA 0:0")
     assert lines[-1].startswith("done 10/10 run(s) in ")
+
+
+def test_bar_progress_on_a_terminal_ends_full():
+    bar = _sweeps.BarProgress()
+    bar.bar.console.file = io.StringIO()
+    bar.start(3, 1, cost=0.3)
+    bar.experiment("a", 3, 1, cost=0.3)
+    for _ in range(3):
+        bar.chunk("a", 1, 0.01, cost=0.1)
+    bar.finish()
+    task = bar.bar.tasks[0]
+    assert task.finished and task.fields["runs"] == "3/3 runs" and task.description == "done"

@@ -141,7 +141,10 @@ class BarProgress(Progress):
 
     def finish(self) -> None:
         if self.task is not None:
-            self.bar.update(self.task, description="done", eta="")
+            done = self.eta is not None and self.eta.done == self.eta.total
+            # The summed estimates can miss the total by float rounding: a finished sweep shows a full bar.
+            completed = self.bar.tasks[0].total if done else self.eta.cost_done
+            self.bar.update(self.task, description="done" if done else "stopped", eta="", completed=completed)
         self.bar.stop()
 
 

@@ -366,6 +366,10 @@ def test_other_bad_calls(data):
         task.compose(torch.zeros(4, 3, dtype=torch.long))
     with pytest.raises(InvalidValue, match="split"):
         task.compose(torch.zeros(4, 2, dtype=torch.long), "valid")
+    with pytest.raises(InvalidValue, match=r"indices must lie in \[0, 60\) for the test split"):
+        task.compose(torch.full((4, 2), 60), "test")
+    with pytest.raises(InvalidValue, match="indices must be an integer tensor"):
+        task.compose(torch.zeros(4, 2))
     with pytest.raises(InvalidValue, match="predict must return"):
         task.evaluate(lambda X: torch.zeros(len(X), 3, 10))
     with pytest.raises(InvalidType, match="predict must be callable"):

@@ -302,6 +302,12 @@ class CompositionalCIFAR:
             self._table = self._codes_to_labels(self._perm.inverse(ranks)).to(torch.uint8)  # (N, k)
         self._fixed: dict[str, torch.Tensor] = {}
 
+    def __repr__(self) -> str:
+        return (
+            f"CompositionalCIFAR(k={self.k}, n_train={self.n_train}, "
+            f"holdout_fraction={self.holdout_fraction}, n_test={self.n_test}, device='{self.device}')"
+        )
+
     # data -----------------------------------------------------------------------------------------------
     def _set_data(self, data: Cifar10Arrays) -> None:
         self._images, self._labels, self._by_class = {}, {}, {}
@@ -398,6 +404,9 @@ class CompositionalCIFAR:
     def sample_images(self, labels: torch.Tensor, split: str = "train", generator=None) -> torch.Tensor:
         """Image indices (n, k) into the split: for each slot, uniform among the images of its class."""
         check_choice("split", split, SPLITS)
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dim() != 2:
+            raise InvalidValue(f"labels must be an integer tensor of shape (n, k={self.k})")
+        labels = labels.to("cpu", torch.int64)
         gen = _as_generator(generator)
         order, start, count = self._by_class[split]
         u = torch.rand(labels.shape, generator=gen, dtype=torch.float64)
@@ -426,13 +435,21 @@ class CompositionalCIFAR:
         """
         check_choice("split", split, SPLITS)
         noise = _check_noise(noise)
-        if not isinstance(indices, torch.Tensor) or indices.dim() != 2 or indices.shape[1] != self.k:
+        if (
+            not isinstance(indices, torch.Tensor)
+            or indices.is_floating_point()
+            or indices.dim() != 2
+            or indices.shape[1] != self.k
+        ):
             raise InvalidValue(f"indices must be an integer tensor of shape (n, k={self.k})")
-        n = indices.shape[0]
-        rows = (indices.to("cpu", torch.int64).view(n, 1, 1, self.k) * 96 + self._row_offsets).view(
-            -1
-        )  # (n 3 32 k)
-        pixels = self._images[split].index_select(0, rows.to(self.device)).view(n, 3, 32, 32 * self.k)
+        indices = indices.to("cpu", torch.int64)
+        n, n_images = indices.shape[0], len(self._labels[split])
+        if n and (indices.min() < 0 or indices.max() >= n_images):
+            raise InvalidValue(f"indices must lie in [0, {n_images}) for the {split} split")
+        rows = indices.view(n, 1, 1, self.k) * 96 + self._row_offsets  # (n, 3, 32, k) rows of 32 pixels
+        pixels = (
+            self._images[split].index_select(0, rows.view(-1).to(self.device)).view(n, 3, 32, 32 * self.k)
+        )
         X = torch.mul(pixels, self._scale).sub_(self._shift)  # uint8 -> float32 in one pass
         if noise > 0:
             X += noise * torch.randn(X.shape, generator=_as_generator(generator)).to(self.device)

@@ -376,3 +376,9 @@ def test_stacked_chunks_give_what_each_job_gives_alone(probe, tmp_path):
         got = stacked[("stacked_probe", e.revision, job.config_hash, job.seed)]
         assert got["test"] == pytest.approx(alone["test"], rel=1e-4)
         assert got["train"] == pytest.approx(alone["train"], rel=1e-4, abs=1e-6)
+
+
+def test_a_job_in_two_plans_runs_once(probe, tmp_path):
+    summary = execute([plan("sweep_probe", "smoke", 2), plan("sweep_probe", "smoke", 3)], tmp_path)
+    assert summary.ran == {"sweep_probe": 9} and summary.planned == {"sweep_probe": 15}
+    assert len(_raw_keys(tmp_path / "results.jsonl")) == 9

@@ -274,7 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     _check_common(args)
     if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        names = list(dict.fromkeys(n.strip() for n in args.only.split(",") if n.strip()))
         experiments = [get(n) for n in names]
     else:
         experiments = all_experiments()

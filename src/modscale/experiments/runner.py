@@ -146,7 +146,11 @@ def execute(
             summary.notes.extend(str(w.message) for w in caught if "torn" in str(w.message))
             summary.notes.extend(loaded.notes())
             done = {r.key for r in loaded.records}
-            todo = [(p, p.pending(done)) for p in plans]
+            todo = []
+            for p in plans:  # a job in two plans runs once: the first plan takes it
+                jobs = p.pending(done)
+                done |= {(p.experiment.name, p.experiment.revision, j.config_hash, j.seed) for j in jobs}
+                todo.append((p, jobs))
             progress.start(
                 sum(len(t) for _, t in todo),
                 sum(len(p.jobs) - len(t) for p, t in todo),

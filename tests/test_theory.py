@@ -264,6 +264,12 @@ def test_log_sample_complexity_is_linear_in_m_for_power() -> None:
     assert np.all(np.diff(y, 2) > 0)
 
 
+def test_threshold_at_total_variance_needs_no_samples() -> None:
+    assert sample_complexity(1.15, [2, 9]).tolist() == [0.0, 0.0]
+    assert sample_complexity(1.3, 3, k=4, noise=0.1) == 0.0
+    assert sample_complexity(1.2, 3, noise=0.1) > 0
+
+
 def test_unreachable_threshold_is_inf() -> None:
     assert np.isinf(sample_complexity(0.05, 3, noise=0.1))
     assert np.isinf(sample_complexity(0.5, 3, p=1))

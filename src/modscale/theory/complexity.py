@@ -49,7 +49,8 @@ def sample_complexity(
     ``k`` given: the modular model (:func:`modular_losses`, per-module dimension b; m only sets the
     output shape and is otherwise unused). Else the monolithic model on ``spectrum`` or
     ``spectrum(m, family, ...)``. Returns +inf where eps is unreachable (eps <= noise, or no p up to
-    the search limit gets T(p) below eps). With ``n_outputs`` = d the result counts inputs (n_eff / d).
+    the search limit gets T(p) below eps) and 0 where eps >= total variance + noise (the zero predictor
+    meets it). With ``n_outputs`` = d the result counts inputs (n_eff / d).
 
     For ``family="power"`` n* ~ (c/eps)^(m/s): log n* is linear in m. For ``exp`` it grows faster.
 
@@ -125,6 +126,9 @@ def sample_complexity(
         hi = coarse[0, np.minimum(best + 1, _P_GRID - 1)][:, None]
         fine = np.rint(lo * (hi / lo) ** np.linspace(0.0, 1.0, _P_FINE)[None, :])
         n_eff = np.minimum(n_coarse.min(axis=1), n_star_at(fine).min(axis=1))
+    # eps at or above the target's whole variance is met by predicting zero: no samples needed
+    trivial = np.broadcast_to(spec.total(), shape).reshape(N) + flat["noise"][:, 0] <= flat["eps"][:, 0]
+    n_eff = np.where(trivial, 0.0, n_eff)
     return (n_eff / flat["d"][:, 0]).reshape(shape)
 
 

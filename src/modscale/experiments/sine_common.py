@@ -1,0 +1,552 @@
+"""Methods, parameter matching, training settings, evaluation and compute accounting for the sine task.
+
+Every sine-task experiment compares *methods* on stacks of jobs that share one shape (a :class:`Setup`):
+
+| method | network | projections |
+|---|---|---|
+| ``monolithic`` | :class:`~modscale.models.MLP` on x | - |
+| ``modular-random`` | :class:`~modscale.models.ModularNet`, K modules | random unit rows, trained |
+| ``modular-kernel`` | ModularNet | the kernel rule's answer on the training set, then trained |
+| ``modular-none`` | ModularNet, projection "none" | every module sees all of x (MoE-like ablation) |
+| ``ensemble`` | E independent MLPs, predictions averaged | - |
+| ``modular-oracle`` | ModularNet, projection "fixed" | the task's true U, never trained (upper bound) |
+
+Choices (ours; the paper gives none):
+
+- **Parameter matching: equal trainable parameter count p.** Every method gets the width whose closed-form
+  count is closest to the target p (``MLP.width_for``, ``ModularNet.width_for``); an ensemble of E members
+  gives each member p / E. Projections count when they are trained (``modular-random``, ``modular-kernel``)
+  and not when fixed (``modular-oracle``: its U is a buffer). The exact count is stored as ``n_params``.
+- **Ensemble**: E = K members (as many as the modular network has modules), each trained on the same n
+  samples from its own initialisation and batch order, with its own early stopping; the ensemble predicts
+  the mean of its members.
+- **Training** (:data:`TRAINING`, one setting per tier): minibatch Adam at one learning rate for every
+  method, a fixed step budget, early stopping on a held-out validation set of ``n_val`` samples (drawn
+  afresh, the same for every method and not counted in n) with the weights of the best validation loss kept.
+  Depth 2 (two hidden ReLU layers) for the MLP and for every module.
+- **Kernel stage** (:data:`KERNEL_RULE`): :func:`modscale.rules.kernel_projections` on the job's own training
+  set (its first n samples), strategy ``deflation`` by default (``independent`` is the paper's), rbf kernel;
+  the minibatch is min(batch, n). Its wall time, CPU time and FLOPs are recorded separately.
+- **Evaluation**: test MSE of the returned weights against the noiseless target on ``n_test`` fresh samples:
+  the fraction of unexplained variance, since Var y = 1 (predicting 0 scores 1). ``train`` is the MSE on the
+  n training samples, ``ood`` (when asked) the test MSE on :meth:`SineTask.sample_ood`.
+- **Compute**: ``train_s`` is the job's share of its stack's training wall time (the stack's time / S),
+  ``kernel_s`` the kernel stage's wall time, ``wall_s`` their sum; ``cpu_s`` the same in process CPU time.
+  FLOPs are analytic: training 6 p B per step taken (forward 2 p B, backward 4 p B per minibatch of B) plus
+  2 p per sample evaluated; the kernel stage ~ B^3 per restart and step (Cholesky B^3 / 3, forward and
+  backward) plus its spectral start, screening and Nystrom fits (:func:`kernel_flops`).
+- **Seeds**: a job's seed s gives independent streams for its task (U, phases), training pool, validation
+  and test sets, initialisation, batches and kernel rule (:func:`seed_for`). The task and data depend on
+  the seed only, not on the method, so methods at one seed are compared on the same task and samples
+  (paired). The training set of size n is the first n rows of a pool of ``n_pool`` samples, so sets of
+  growing n are nested and a job's data do not depend on which other jobs share its stack.
+
+Example::
+
+    setup = Setup("modular-kernel", m=8, k=4, p=2000)
+    out = run_stack(setup, seeds=[0, 1, 2], n=[500, 1000, 2000], tier="small")
+    out.metrics[0]["test"], out.metrics[0]["kernel_s"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from modscale._checks import check_choice, check_int
+from modscale.errors import InvalidValue
+from modscale.experiments.experiment import Param
+from modscale.models import MLP, ModularNet
+from modscale.tasks import SineTask
+from modscale.training import History, TrainConfig, train
+
+METHODS = ("monolithic", "modular-random", "modular-kernel", "modular-none", "ensemble", "modular-oracle")
+MODULAR = ("modular-random", "modular-kernel", "modular-none", "modular-oracle")
+_PROJECTION = {
+    "modular-random": "linear",
+    "modular-kernel": "linear",
+    "modular-none": "none",
+    "modular-oracle": "fixed",
+}
+# distinct random streams per job (seed_for); the numbers only need to differ
+_PURPOSES = {"task": 1, "train": 2, "val": 3, "test": 4, "ood": 5, "init": 6, "batches": 7, "kernel": 8}
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """Training and evaluation settings of one tier; the choices are in the module docstring."""
+
+    steps: int
+    lr: float
+    batch_size: int
+    patience: int
+    eval_every: int
+    n_val: int
+    n_test: int
+    early_stopping: bool = True
+    depth: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelRule:
+    """Options of :func:`modscale.rules.kernel_projections` for the ``modular-kernel`` method."""
+
+    steps: int
+    batch_size: int
+    restarts: int
+    n_candidates: int
+    passes: int
+    strategy: str = "deflation"
+    kernel: str = "rbf"
+    init: str = "spectral"
+
+
+TRAINING = {
+    "smoke": Training(steps=150, lr=3e-3, batch_size=64, patience=4, eval_every=25, n_val=128, n_test=512),
+    "small": Training(steps=1200, lr=3e-3, batch_size=128, patience=6, eval_every=50, n_val=256, n_test=2000),
+    "paper": Training(
+        steps=20_000, lr=1e-3, batch_size=256, patience=20, eval_every=250, n_val=2000, n_test=10_000
+    ),
+}
+KERNEL_RULE = {
+    "smoke": KernelRule(steps=15, batch_size=64, restarts=2, n_candidates=4, passes=0),
+    "small": KernelRule(steps=40, batch_size=192, restarts=2, n_candidates=8, passes=0),
+    "paper": KernelRule(steps=150, batch_size=512, restarts=4, n_candidates=32, passes=1),
+}
+
+
+def common_params(**defaults: Any) -> tuple[Param, ...]:
+    """Config keys every sine experiment shares (override defaults by keyword, e.g. ``p=4000``)."""
+    d = {"m": 8, "k": 4, "b": 1, "p": 2000, "lr": 0.0, "steps": 0, **defaults}
+    return (
+        Param("m", int, d["m"], "input dimension", low=1),
+        Param("k", int, d["k"], "task modules", low=1),
+        Param("b", int, d["b"], "module input dimension", low=1),
+        Param("p", int, d["p"], "trainable parameters per network (all methods matched)", low=8),
+        Param("lr", float, d["lr"], "Adam learning rate; 0 = the tier's", low=0.0),
+        Param("steps", int, d["steps"], "training steps; 0 = the tier's", low=0),
+    )
+
+
+def training_for(tier: str, config: dict[str, Any] | None = None) -> Training:
+    """The tier's :class:`Training`, with ``lr`` / ``steps`` from ``config`` when they are set (non-zero)."""
+    check_choice("tier", tier, tuple(TRAINING))
+    t = TRAINING[tier]
+    config = config or {}
+    if config.get("lr"):
+        t = dataclasses.replace(t, lr=float(config["lr"]))
+    if config.get("steps"):
+        t = dataclasses.replace(t, steps=int(config["steps"]))
+    return t
+
+
+def seed_for(seed: int, purpose: str, *extra: int) -> int:
+    """An integer seed for one purpose of one job (``"task"``, ``"train"``, ``"init"``, ...), from numpy's
+    SeedSequence: independent streams that depend on (seed, purpose, extra) only."""
+    check_choice("purpose", purpose, tuple(_PURPOSES))
+    words = [check_int("seed", seed, low=0), _PURPOSES[purpose], *(int(e) for e in extra)]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+# ------------------------------------------------------------------------------------------------- setup
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """The shape shared by one stack of jobs: the task family and the network of a method.
+
+    K: network modules (default k); members: ensemble size (default K); projection: override of a modular
+    method's projection (e.g. "nonlinear" for ``modular-random`` on the nonlinear task).
+    """
+
+    method: str
+    m: int
+    k: int
+    p: int
+    b: int = 1
+    K: int | None = None
+    depth: int = 2
+    nonlinear: bool = False
+    noise: float = 0.0
+    members: int | None = None
+    projection: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, METHODS)
+        check_int("m", self.m, low=1)
+        check_int("k", self.k, low=1)
+        check_int("b", self.b, low=1, high=self.m)
+        check_int("p", self.p, low=8)
+        check_int("depth", self.depth, low=1)
+        if self.K is not None:
+            check_int("K", self.K, low=1)
+        if self.members is not None:
+            check_int("members", self.members, low=1)
+        if self.projection is not None:
+            if self.method not in MODULAR:
+                raise InvalidValue(
+                    f"projection applies to the modular methods {MODULAR}, not {self.method!r}"
+                )
+            check_choice("projection", self.projection, ("linear", "nonlinear", "none", "fixed"))
+        if self.method == "modular-kernel" and self.module_projection != "linear":
+            raise InvalidValue("modular-kernel needs linear projections (the kernel rule returns U)")
+        if self.method == "modular-oracle" and (self.n_modules != self.k or self.nonlinear):
+            raise InvalidValue("modular-oracle needs K = k on the linear task (it uses the true projections)")
+
+    @property
+    def n_modules(self) -> int:
+        return self.k if self.K is None else self.K
+
+    @property
+    def n_members(self) -> int:
+        return 1 if self.method != "ensemble" else (self.members or self.n_modules)
+
+    @property
+    def module_projection(self) -> str | None:
+        return None if self.method not in MODULAR else (self.projection or _PROJECTION[self.method])
+
+    def width(self) -> int:
+        """The width (of the MLP, of every module, or of every ensemble member) that matches p."""
+        if self.method in ("monolithic", "ensemble"):
+            return MLP.width_for(max(1, round(self.p / self.n_members)), self.m, self.depth)
+        return ModularNet.width_for(
+            self.p, self.m, self.n_modules, self.b, self.depth, self.module_projection
+        )
+
+    def n_params(self) -> int:
+        """Trainable parameters of one network (all members of an ensemble together), closed form."""
+        w = self.width()
+        if self.method in ("monolithic", "ensemble"):
+            return self.n_members * MLP.count_parameters(self.m, w, self.depth)
+        return ModularNet.count_parameters(
+            self.m, self.n_modules, self.b, w, self.depth, self.module_projection
+        )
+
+    def build(self, seeds: Sequence[int]) -> torch.nn.Module:
+        """A stacked network with one replica per seed (an ensemble: seeds x members replicas)."""
+        w = self.width()
+        if self.method in ("monolithic", "ensemble"):
+            gens = [seed_for(s, "init", e) for s in seeds for e in range(self.n_members)]
+            return MLP(self.m, w, self.depth, n_replicas=len(gens), generator=gens)
+        gens = [seed_for(s, "init") for s in seeds]
+        return ModularNet(
+            self.m, self.n_modules, self.b, w, self.depth, self.module_projection,
+            n_replicas=len(gens), generator=gens,
+        )  # fmt: skip
+
+    def flops_per_sample(self) -> float:
+        """Forward FLOPs per sample of one network: 2 per trainable weight (+ 2 K b m for a fixed U)."""
+        fixed = 2 * self.n_modules * self.b * self.m if self.module_projection == "fixed" else 0
+        return 2.0 * self.n_params() + fixed
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+@functools.lru_cache(maxsize=256)
+def make_task(m: int, k: int, b: int, nonlinear: bool, noise: float, seed: int) -> SineTask:
+    """The task of a job (cached: a nonlinear task estimates its normalisation by Monte Carlo once)."""
+    return SineTask(m, k, b, nonlinear=nonlinear, noise=noise, generator=seed_for(seed, "task"))
+
+
+def task_of(setup: Setup, seed: int) -> SineTask:
+    return make_task(setup.m, setup.k, setup.b, setup.nonlinear, setup.noise, seed)
+
+
+def draw(
+    tasks: Sequence[SineTask], n: int, purpose: str, seeds: Sequence[int], *, region: str = "all"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n samples of every task, stacked: X (S, n, m), y (S, n, 1). ``purpose``: "train" (noisy labels),
+    "val" (noisy labels, for early stopping), "test" or "ood" (noiseless targets, for the excess risk)."""
+    Xs, ys = [], []
+    for task, seed in zip(tasks, seeds, strict=True):
+        gen = seed_for(seed, purpose, n)
+        if purpose == "ood":
+            X, _ = task.sample_ood(n, generator=gen)
+        else:
+            X, y = task.sample(n, generator=gen, region=region)
+        if purpose in ("test", "ood"):
+            y = task.target(X)
+        Xs.append(X)
+        ys.append(y)
+    return torch.stack(Xs), torch.stack(ys)
+
+
+# ----------------------------------------------------------------------------------------- kernel stage
+
+
+def kernel_flops(n: int, m: int, K: int, b: int, rule: KernelRule, steps_taken: int) -> float:
+    """Analytic FLOPs of one kernel-rule run (an estimate of the dominant terms).
+
+    Per Adam step and restart on a batch of B: the Gram matrix (~3 B^2 b), its Cholesky (B^3 / 3) and solve
+    (2 B^2), times 3 for forward and backward. Plus the spectral start (2 n m^2), screening of the
+    candidates (one forward each) and, for deflation, Nystrom fits (2 n_fit c^2 + c^3 / 3 with c centres).
+    """
+    B = min(rule.batch_size, n)
+    per_step = 3.0 * (B**3 / 3 + 3 * B**2 * b + 2 * B**2 + 2 * B * b * m)
+    restarts = K if rule.strategy == "independent" else rule.restarts
+    total = steps_taken * restarts * per_step
+    if rule.init == "spectral":
+        total += 2.0 * min(n, 100_000) * m * m
+    if rule.strategy == "deflation":
+        finds = K * (1 + rule.passes)
+        total += finds * (rule.n_candidates + 4 * b + 1) * per_step / 3
+        c, n_fit = min(1000, 200 * b), min(n, 20_000)
+        fits = finds + 2 * K * rule.passes
+        total += fits * (2.0 * n_fit * c * c + c**3 / 3 + 2.0 * n * c * b)
+    return float(total)
+
+
+def kernel_stage(
+    X: torch.Tensor, y: torch.Tensor, n: Sequence[int], seeds: Sequence[int], setup: Setup, rule: KernelRule,
+    device: str = "cpu",
+) -> tuple[torch.Tensor, list[dict[str, float]]]:  # fmt: skip
+    """Projections U (S, K, b, m) from the kernel rule on each job's first n_s samples, and per job its
+    ``kernel_s`` (wall), ``kernel_cpu_s`` and ``flops_kernel``."""
+    from modscale.rules import kernel_projections  # the rule is only needed by this method
+
+    Us, costs = [], []
+    for s, (n_s, seed) in enumerate(zip(n, seeds, strict=True)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        U, info = kernel_projections(
+            X[s, :n_s], y[s, :n_s], setup.n_modules, setup.b, rule.kernel, rule.strategy,
+            steps=rule.steps, batch_size=min(rule.batch_size, n_s), restarts=rule.restarts,
+            n_candidates=rule.n_candidates, init=rule.init, passes=rule.passes,
+            generator=seed_for(seed, "kernel"), device=device, progress=False, return_info=True,
+        )  # fmt: skip
+        Us.append(U.cpu())
+        costs.append(
+            {
+                "kernel_s": time.perf_counter() - t0,
+                "kernel_cpu_s": time.process_time() - c0,
+                "flops_kernel": kernel_flops(n_s, setup.m, setup.n_modules, setup.b, rule, int(info.steps)),
+            }
+        )
+    return torch.stack(Us), costs
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+@dataclasses.dataclass
+class StackResult:
+    """What :func:`run_stack` returns: one metrics dict per job, the trained stack (an ensemble's members
+    are replicas seeds x members), each job's task, the initial projections (S, K, b, m) of linear modular
+    methods (None otherwise) and the training history."""
+
+    metrics: list[dict[str, Any]]
+    model: torch.nn.Module
+    tasks: list[SineTask]
+    initial_projections: torch.Tensor | None
+    history: History
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, X: torch.Tensor, members: int = 1, chunk: int = 8192) -> torch.Tensor:
+    """Predictions (S, n, 1) of a stack on X (S, n, m); an ensemble of ``members`` averages its members."""
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outs = []
+    for start in range(0, X.shape[1], chunk):
+        xb = X[:, start : start + chunk].to(dev)
+        if members > 1:
+            xb = xb.repeat_interleave(members, 0)
+        out = model(xb)  # (S * members, b, 1)
+        outs.append(out.reshape(X.shape[0], members, *out.shape[1:]).mean(1))
+    model.train(was_training)
+    return torch.cat(outs, 1).cpu()
+
+
+def mse(pred: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Per-replica mean squared error, (S,) float64."""
+    return (pred.double() - y.double()).pow(2).mean(dim=(1, 2)).numpy()
+
+
+def run_stack(
+    setup: Setup,
+    seeds: Sequence[int],
+    n: Sequence[int],
+    tier: str = "small",
+    *,
+    training: Training | None = None,
+    rule: KernelRule | None = None,
+    n_pool: int | None = None,
+    region: str = "all",
+    ood: bool = False,
+    device: str = "cpu",
+    projections: torch.Tensor | None = None,
+    callback: Callable[[torch.nn.Module, int], None] | None = None,
+) -> StackResult:
+    """Train one stack: job s has seed ``seeds[s]`` and ``n[s]`` training samples; returns metrics per job.
+
+    training / rule: override the tier's :data:`TRAINING` / :data:`KERNEL_RULE`. n_pool: size of the pool the
+    training sets are prefixes of (default max n; keep it fixed across calls that must give each job the
+    same data). region: training region ("even" for the out-of-distribution experiment). ood: also report
+    the loss on the odd region. projections: start U (S, K, b, m) for linear modular methods instead of the
+    method's own (random or kernel). callback(model, step): when given, training runs in segments of
+    ``eval_every`` steps and it is called before the first and after every segment (alignment over
+    training); the history is then the last segment's.
+
+    Metrics per job: test, train, val, [ood], n, n_params, width, steps (taken), train_s, kernel_s, wall_s,
+    cpu_s, flops_train, flops_kernel, flops.
+    """
+    t = training or TRAINING[check_choice("tier", tier, tuple(TRAINING))]
+    rule = rule or KERNEL_RULE[tier]
+    seeds = [check_int("seed", s, low=0) for s in seeds]
+    n = [check_int("n", v, low=2) for v in n]
+    if len(seeds) != len(n) or not seeds:
+        raise InvalidValue(f"seeds and n must have one entry per job, got {len(seeds)} and {len(n)}")
+    n_pool = max(n) if n_pool is None else check_int("n_pool", n_pool, low=max(n))
+    if setup.method == "modular-kernel" and min(n) < 2:
+        raise InvalidValue("modular-kernel needs n >= 2 to run the kernel rule")
+    S, E = len(seeds), setup.n_members
+
+    tasks = [task_of(setup, s) for s in seeds]
+    X, y = draw(tasks, n_pool, "train", seeds, region=region)  # (S, n_pool, m), (S, n_pool, 1)
+    X_val, y_val = draw(tasks, t.n_val, "val", seeds, region=region)
+    X_test, y_test = draw(tasks, t.n_test, "test", seeds)
+    model = setup.build(seeds)
+
+    costs = [{"kernel_s": 0.0, "kernel_cpu_s": 0.0, "flops_kernel": 0.0} for _ in seeds]
+    U0 = None
+    if projections is not None:
+        model.set_projections(projections)
+    elif setup.method == "modular-kernel":
+        U, costs = kernel_stage(X, y, n, seeds, setup, rule, device)
+        model.set_projections(U)
+    elif setup.method == "modular-oracle":
+        model.set_projections(torch.stack([task.projections for task in tasks]))
+    if setup.module_projection in ("linear", "fixed"):
+        U0 = model.projections.clone()
+
+    def rep(tensor: torch.Tensor) -> torch.Tensor:  # one copy per ensemble member
+        return tensor if E == 1 else tensor.repeat_interleave(E, 0)
+
+    cfg = TrainConfig(
+        steps=t.steps, lr=t.lr, batch_size=t.batch_size, early_stopping=t.early_stopping,
+        patience=t.patience, eval_every=t.eval_every, device=device,
+    )  # fmt: skip
+    gens = [seed_for(s, "batches", e) for s in seeds for e in range(E)]
+    n_rep = [v for v in n for _ in range(E)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    if callback is None:
+        hist = train(
+            model, (rep(X), rep(y)), cfg, generator=gens, val=(rep(X_val), rep(y_val)), n_samples=n_rep
+        )
+        steps_taken = hist.stopped_step.reshape(S, E).sum(1)
+        evals = len(hist.steps)
+    else:
+        hist, steps_taken, evals = _train_in_segments(
+            model, (rep(X), rep(y)), cfg, gens, (rep(X_val), rep(y_val)), n_rep, S, E, callback
+        )
+    train_wall, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+
+    test = mse(predict(model, X_test, E), y_test)
+    sq = (predict(model, X[:, : max(n)], E).double() - y[:, : max(n)].double()).pow(2)[..., 0]  # (S, n_max)
+    train_loss = np.array([float(sq[s, : n[s]].mean()) for s in range(S)])
+    val = mse(predict(model, X_val, E), y_val)
+    ood_loss = None
+    if ood:
+        X_ood, y_ood = draw(tasks, t.n_test, "ood", seeds)
+        ood_loss = mse(predict(model, X_ood, E), y_ood)
+
+    f = setup.flops_per_sample()  # all members of an ensemble together
+    metrics = []
+    for s in range(S):
+        B = min(t.batch_size, n[s])
+        evaluated = t.n_val * evals + n[s] + t.n_val + t.n_test * (2 if ood else 1)
+        flops_train = 3 * (f / E) * B * float(steps_taken[s]) + f * evaluated
+        row = {
+            "test": float(test[s]),
+            "train": float(train_loss[s]),
+            "val": float(val[s]),
+            "n": n[s],
+            "n_params": setup.n_params(),
+            "width": setup.width(),
+            "steps": int(steps_taken[s]) // E,
+            "train_s": train_wall / S,
+            "kernel_s": costs[s]["kernel_s"],
+            "wall_s": train_wall / S + costs[s]["kernel_s"],
+            "cpu_s": train_cpu / S + costs[s]["kernel_cpu_s"],
+            "flops_train": flops_train,
+            "flops_kernel": costs[s]["flops_kernel"],
+            "flops": flops_train + costs[s]["flops_kernel"],
+        }
+        if ood_loss is not None:
+            row["ood"] = float(ood_loss[s])
+        metrics.append(row)
+    return StackResult(metrics, model, tasks, U0, hist)
+
+
+def _train_in_segments(model, data, cfg, gens, val, n_rep, S, E, callback):
+    """Train ``cfg.steps`` steps as segments of ``eval_every``, calling ``callback(model, step)`` around them.
+
+    Each segment is a fresh :func:`train` call (Adam's moments restart, batches continue from the same
+    generators); early stopping is applied across segments by keeping the weights of the best validation
+    loss per replica and stopping when every replica has gone ``patience`` segments without improving.
+    """
+    seg = dataclasses.replace(cfg, steps=cfg.eval_every, early_stopping=False, eval_every=cfg.eval_every)
+    gens = [torch.Generator().manual_seed(g) for g in gens]
+    params = [p for p in model.parameters() if p.requires_grad]
+    best = [p.detach().clone() for p in params]
+    R = len(n_rep)
+    best_val = np.full(R, np.inf)
+    since = np.zeros(R, dtype=np.int64)
+    steps_taken = np.zeros(R, dtype=np.int64)
+    active = np.ones(R, dtype=bool)
+    callback(model, 0)
+    step, evals, hist = 0, 0, None
+    while step < cfg.steps and active.any():
+        hist = train(model, data, seg, generator=gens, val=val, n_samples=n_rep)
+        step += seg.steps
+        evals += 1
+        steps_taken[active] += seg.steps
+        v = hist.final_val
+        improved = active & (v < best_val)
+        best_val[improved] = v[improved]
+        since = np.where(improved, 0, since + active)
+        with torch.no_grad():
+            keep = torch.as_tensor(improved)
+            for b, p in zip(best, params, strict=True):
+                b.copy_(torch.where(keep.view((R,) + (1,) * (p.dim() - 1)).to(p.device), p, b.to(p.device)))
+        if cfg.early_stopping:
+            active &= since < cfg.patience
+        callback(model, step)
+    if cfg.early_stopping:
+        with torch.no_grad():
+            for b, p in zip(best, params, strict=True):
+                p.copy_(b)
+    return hist, steps_taken.reshape(S, E).sum(1), evals
+
+
+__all__ = [
+    "METHODS",
+    "MODULAR",
+    "Training",
+    "KernelRule",
+    "TRAINING",
+    "KERNEL_RULE",
+    "common_params",
+    "training_for",
+    "seed_for",
+    "Setup",
+    "make_task",
+    "task_of",
+    "draw",
+    "kernel_flops",
+    "kernel_stage",
+    "StackResult",
+    "predict",
+    "mse",
+    "run_stack",
+]

@@ -51,7 +51,7 @@ def test_modular_count_matches_numel(d, K, b, w, L, o, proj, h, S):
     assert expected == numel_per_replica(net)
 
 
-@pytest.mark.parametrize("p", [1, 50, 333, 1000, 12_345, 10**6])
+@pytest.mark.parametrize("p", [1, 50, 333, 1000, 12_345, 10**5])
 def test_width_for_is_the_closest_count(p):
     """Second route: brute force over all widths up to well past the answer."""
     for count, width_for in (

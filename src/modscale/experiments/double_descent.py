@@ -119,30 +119,34 @@ def figure(result: dict, path: str | Path) -> list[Path]:
     cfg = result["config"]
     rows = summarise(result)
     x = np.array([r["p_over_n"] for r in rows])
+    floor = 1e-5  # train losses of interpolating networks reach ~0; clip them onto the log axis
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for key, color, label in (
         ("test", "C3", "test (noiseless target)"),
         ("train", "C0", "train (noisy labels)"),
     ):
         per_seed = np.asarray(result[key])  # (W, S)
-        ax.plot(x, per_seed, color=color, alpha=0.15, lw=0.8)
+        ax.plot(x, np.maximum(per_seed, floor), color=color, alpha=0.15, lw=0.8)
         mean = per_seed.mean(1)
         sd = per_seed.std(1, ddof=1) if per_seed.shape[1] > 1 else np.zeros_like(mean)
-        ax.fill_between(x, np.maximum(mean - sd, 1e-4), mean + sd, color=color, alpha=0.15, lw=0)
-        ax.plot(x, mean, "o-", color=color, ms=3.5, label=f"{label}, mean +- sd")
+        ax.fill_between(
+            x, np.maximum(mean - sd, floor), np.maximum(mean + sd, floor), color=color, alpha=0.15
+        )
+        ax.plot(x, np.maximum(mean, floor), "o-", color=color, ms=3.5, label=f"{label}, mean +- sd")
     ax.axvline(1.0, color="0.4", ls="--", lw=1, label="p = n")
     ax.axhline(cfg["noise"], color="0.6", ls=":", lw=1, label=f"label-noise variance {cfg['noise']:g}")
     ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=0.01)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=floor * 0.5)
     ax.set_xlabel("parameters per network / training samples (p / n)")
-    ax.set_ylabel("MSE (signal variance = 1)")
+    ax.set_ylabel(f"MSE (signal variance = 1; clipped at {floor:g})")
     S = len(cfg["seeds"])
     ax.set_title(
         f"MLP (depth {cfg['depth']}) on SineTask(m={cfg['m']}, k={cfg['k']}), n={cfg['n']}, "
-        f"{cfg['steps']} Adam steps, {S} seeds",
+        f"noise {cfg['noise']:g}, {cfg['steps']} Adam steps, {S} seeds",
         fontsize=9,
     )
-    ax.legend(fontsize=7.5, loc="upper right")
+    ax.legend(fontsize=7.5, loc="lower left")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

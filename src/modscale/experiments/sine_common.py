@@ -38,8 +38,8 @@ Choices (ours; the paper gives none):
 - **Seeds**: a job's seed s gives independent streams for its task (U, phases), training pool, validation
   and test sets, initialisation, batches and kernel rule (:func:`seed_for`). The task and data depend on
   the seed only, not on the method, so methods at one seed are compared on the same task and samples
-  (paired). The training set of size n is the first n rows of a pool of ``n_pool`` samples, so sets of
-  growing n are nested and a job's data do not depend on which other jobs share its stack.
+  (paired). A job's training set is drawn for its n alone, or (``n_pool``) is the first n rows of a pool,
+  so that sets of growing n are nested; either way it does not depend on which jobs share its stack.
 
 Example::
 
@@ -389,16 +389,18 @@ def run_stack(
 ) -> StackResult:
     """Train one stack: job s has seed ``seeds[s]`` and ``n[s]`` training samples; returns metrics per job.
 
-    training / rule: override the tier's :data:`TRAINING` / :data:`KERNEL_RULE`. n_pool: size of the pool the
-    training sets are prefixes of (default max n; keep it fixed across calls that must give each job the
-    same data). region: training region ("even" for the out-of-distribution experiment). ood: also report
+    training / rule: override the tier's :data:`TRAINING` / :data:`KERNEL_RULE`. n_pool: None (default)
+    draws each job's n samples for that n alone; a number makes every training set the first n of a pool of
+    n_pool samples (nested sets, e.g. for a search over n; keep it fixed so that a job's data never depend
+    on its stack). region: training region ("even" for the out-of-distribution experiment). ood: also report
     the loss on the odd region. projections: start U (S, K, b, m) for linear modular methods instead of the
     method's own (random or kernel). callback(model, step): when given, training runs in segments of
     ``eval_every`` steps and it is called before the first and after every segment (alignment over
     training); the history is then the last segment's.
 
     Metrics per job: test, train, val, [ood], n, n_params, width, steps (taken), train_s, kernel_s, wall_s,
-    cpu_s, flops_train, flops_kernel, flops.
+    cpu_s, flops_train, flops_kernel, flops; for linear or fixed projections also recovery_init and
+    recovery (:func:`modscale.rules.recovery_score` of the initial and the trained U against the task's).
     """
     t = training or TRAINING[check_choice("tier", tier, tuple(TRAINING))]
     rule = rule or KERNEL_RULE[tier]
@@ -406,13 +408,21 @@ def run_stack(
     n = [check_int("n", v, low=2) for v in n]
     if len(seeds) != len(n) or not seeds:
         raise InvalidValue(f"seeds and n must have one entry per job, got {len(seeds)} and {len(n)}")
-    n_pool = max(n) if n_pool is None else check_int("n_pool", n_pool, low=max(n))
+    if n_pool is not None:
+        n_pool = check_int("n_pool", n_pool, low=max(n))
     if setup.method == "modular-kernel" and min(n) < 2:
         raise InvalidValue("modular-kernel needs n >= 2 to run the kernel rule")
     S, E = len(seeds), setup.n_members
 
     tasks = [task_of(setup, s) for s in seeds]
-    X, y = draw(tasks, n_pool, "train", seeds, region=region)  # (S, n_pool, m), (S, n_pool, 1)
+    if n_pool is None:  # each job its own n samples (drawn for that n), zero-padded to the longest
+        X = torch.zeros(S, max(n), setup.m)
+        y = torch.zeros(S, max(n), 1)
+        for s, (task, seed, n_s) in enumerate(zip(tasks, seeds, n, strict=True)):
+            Xs, ys = draw([task], n_s, "train", [seed], region=region)
+            X[s, :n_s], y[s, :n_s] = Xs[0], ys[0]
+    else:  # nested training sets: the first n of one pool
+        X, y = draw(tasks, n_pool, "train", seeds, region=region)  # (S, n_pool, m), (S, n_pool, 1)
     X_val, y_val = draw(tasks, t.n_val, "val", seeds, region=region)
     X_test, y_test = draw(tasks, t.n_test, "test", seeds)
     model = setup.build(seeds)
@@ -460,6 +470,7 @@ def run_stack(
         X_ood, y_ood = draw(tasks, t.n_test, "ood", seeds)
         ood_loss = mse(predict(model, X_ood, E), y_ood)
 
+    recovery = _recovery(model, U0, tasks) if U0 is not None else None
     f = setup.flops_per_sample()  # all members of an ensemble together
     metrics = []
     for s in range(S):
@@ -484,8 +495,21 @@ def run_stack(
         }
         if ood_loss is not None:
             row["ood"] = float(ood_loss[s])
+        if recovery is not None:
+            row["recovery_init"], row["recovery"] = recovery[s]
         metrics.append(row)
     return StackResult(metrics, model, tasks, U0, hist)
+
+
+def _recovery(model, U0: torch.Tensor, tasks: Sequence[SineTask]) -> list[tuple[float, float]]:
+    """(initial, final) recovery score of each replica's projections against its task's true ones."""
+    from modscale.rules import recovery_score
+
+    U1 = model.projections.cpu()
+    return [
+        (float(recovery_score(U0[s], task.projections)), float(recovery_score(U1[s], task.projections)))
+        for s, task in enumerate(tasks)
+    ]
 
 
 def _train_in_segments(model, data, cfg, gens, val, n_rep, S, E, callback):

@@ -26,8 +26,8 @@ for k <= 6). The held-out set is a uniformly random subset, so h_j(v) ~ H/10 and
 a hypergeometric fluctuation: standard deviation about 0.016 at k = 2, 0.0016 at k = 4 (relative to 0.1);
 all k-1-slot sub-combinations stay present in training. Slots are exchangeable: no slot is favoured.
 
-Normalisation: per-channel mean and standard deviation of all training-split pixels (exact, from channel
-histograms), x -> (x - mean) / std.
+Normalisation: per-channel mean and standard deviation of all training-split pixels (exact, from integer
+sums), x -> (x - mean) / std.
 
 Noise robustness: :meth:`CompositionalCIFAR.evaluate` with ``noise=sigma`` adds sigma * N(0, 1) to every
 normalised test pixel (sigma is in units of the per-channel pixel standard deviation). Our stated levels are
@@ -326,7 +326,7 @@ class CompositionalCIFAR:
                 mean, std = self._channel_moments(x)
                 self.mean, self.std = mean, std  # (3,) float64 on the 0..255 scale
             # Rows of 32 pixels, ordered (image, channel, row): a composite row-gathers into (B, 3, 32, k 32).
-            rows = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).reshape(-1, 32)
+            rows = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().reshape(-1, 32)
             self._images[split] = rows.to(self.device)  # (N 3 32, 32) uint8
             labels = torch.from_numpy(y.astype(np.int64))
             order = torch.argsort(labels, stable=True)
@@ -343,17 +343,23 @@ class CompositionalCIFAR:
 
     @staticmethod
     def _channel_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact per-channel mean and standard deviation of uint8 pixels (N, 32, 32, 3), from integer sums."""
-        pixels = torch.from_numpy(x).view(-1, 3)
-        s1 = torch.zeros(3, dtype=torch.int64)
-        s2 = torch.zeros(3, dtype=torch.int64)
-        for start in range(0, len(pixels), 1 << 22):  # int64 chunks of 4M pixels bound the memory
-            chunk = pixels[start : start + (1 << 22)].to(torch.int64)
-            s1 += chunk.sum(0)
-            s2 += (chunk * chunk).sum(0)
-        n = len(pixels)
-        mean = s1.double().numpy() / n
-        std = np.sqrt(np.maximum(s2.double().numpy() / n - mean**2, 0.0))
+        """Exact per-channel mean and standard deviation of uint8 pixels (N, 32, 32, 3), from integer sums.
+
+        Each image's 1024 pixels are summed in float32 in 4 blocks of 256: a block's sum of squares is at
+        most 256 * 255^2 < 2^24, so every float32 partial sum is an exactly represented integer whatever the
+        summation order; the block sums are added in float64 (exact below 2^53). Four times faster than
+        int64 sums, and the same numbers.
+        """
+        blocks = torch.from_numpy(np.ascontiguousarray(x)).view(len(x), 4, 256, 3)
+        s1 = torch.zeros(3, dtype=torch.float64)
+        s2 = torch.zeros(3, dtype=torch.float64)
+        for start in range(0, len(x), 2048):  # 2048 images (25 MB of float32) at a time bound the memory
+            f = blocks[start : start + 2048].float()
+            s1 += f.sum(2).double().sum((0, 1))
+            s2 += (f * f).sum(2).double().sum((0, 1))
+        n = len(x) * 1024
+        mean = s1.numpy() / n
+        std = np.sqrt(np.maximum(s2.numpy() / n - mean**2, 0.0))
         if (std == 0).any():
             raise InvalidValue("data train images have a constant channel; cannot normalise")
         return mean, std

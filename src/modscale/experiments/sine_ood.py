@@ -109,7 +109,7 @@ EXPERIMENTS = (
         params=_params(),
         tiers={
             "smoke": Tier(grid(method=list(METHODS), m=6, k=2, p=300, n=[200]), seeds=1),
-            "small": Tier(grid(method=list(METHODS), n=[500, 2000]), seeds=3),
+            "small": Tier(grid(method=list(METHODS), k=[2, 4], n=[500, 2000]), seeds=3),
             "paper": Tier(
                 grid(
                     method=list(METHODS),

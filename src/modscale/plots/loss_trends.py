@@ -1,11 +1,12 @@
 """The paper's loss_trends figure: train and test loss vs k, m, p and n; theory dashed, networks solid.
 
 Records: ``theory_loss_trends`` (the closed forms) and, when present, the network runs of
-:data:`NETWORK_EXPERIMENTS` (same config keys ``panel``, ``k``, ``m``, ``n``, ``p``; metrics ``train`` and
-``test``). Thin lines are single p (k and m panels) or single m (p and n panels); thick lines average over
-them within a seed, then over seeds (band: +-1 SD over seeds). The m panel also shows the modular theory
-(k modules on the true projections), which does not change with m. The paper's published values (theory and
-network) are overlaid as markers; they are on the paper's own loss scale.
+:data:`NETWORK_EXPERIMENTS` (same config keys ``panel``, ``model``, ``k``, ``m``, ``n``, ``p``; metrics
+``train`` and ``test``; ``model=modular``: k modules on the true projections, drawn in the m panel beside
+the modular theory). Thin lines are single p (k and m panels) or single m (p and n panels); thick lines
+average over them within a seed, then over seeds (band: +-1 SD over seeds). The m panel also shows the
+modular theory (k modules on the true projections), which does not change with m. The paper's published
+values (theory and network) are overlaid as markers; they are on the paper's own loss scale.
 """
 
 from __future__ import annotations
@@ -62,13 +63,19 @@ def loss_trends(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
                 draw(ax, avg, color=color, linestyle=style, label=f"{metric}, {source}")
                 tops.extend(avg.mean.tolist())
                 comparisons.extend(_compare(panel, metric, source, avg))
-        modular = _panel(theory, panel, "modular")
-        if modular:
-            avg = curve(modular, x, "test")
+        for source, style, rows in (
+            ("theory", ":", _panel(theory, panel, "modular")),
+            ("network", "-.", _panel(network, panel, "modular")),
+        ):
+            avg = curve(rows, x, "test") if rows else None
             if avg is not None:
-                k = sorted({r.config.get("k") for r in modular})
-                draw(ax, avg, color=MODULAR_COLOR, linestyle=":", label=f"test, modular theory (k={k[0]})")
+                k = sorted({r.config.get("k") for r in rows})
+                draw(
+                    ax, avg, color=MODULAR_COLOR, linestyle=style, label=f"test, modular {source} (k={k[0]})"
+                )
                 tops.extend(avg.mean.tolist())
+                if source == "network":
+                    seed_counts.extend(avg.n_seeds.tolist())
         for s in paper.series("loss_trends", f"test loss vs {panel}") + paper.series(
             "loss_trends", f"train loss vs {panel}"
         ):

@@ -126,8 +126,8 @@ def _params() -> tuple[Param, ...]:
 
 
 def _cost(config: dict[str, Any]) -> float:
-    """Seconds per run on a 2-core CPU (measured at the small tier, m = 16, 3-seed stacks)."""
-    return 2.0 + (1.5 if config["method"] == "modular-kernel" else 0.0)
+    """Seconds per run on a 2-core CPU (measured at the small tier: m = 16, n = 1000, 5-seed stacks)."""
+    return 0.8 + (0.8 if config["method"] == "modular-kernel" else 0.0)
 
 
 EXPERIMENTS = (
@@ -137,7 +137,7 @@ EXPERIMENTS = (
         params=_params(),
         tiers={
             "smoke": Tier(grid(method=list(METHODS), m=6, k=2, p=300, n=200), seeds=2),
-            "small": Tier(grid(method=list(METHODS)), seeds=3),
+            "small": Tier(grid(method=list(METHODS)), seeds=5),
             "paper": Tier(
                 grid(
                     method=list(METHODS),

@@ -87,7 +87,7 @@ EXPERIMENTS = (
         params=_params(),
         tiers={
             "smoke": Tier(grid(method=list(METHODS), m=4, k=2, p=300, n=[200]), seeds=1),
-            "small": Tier(grid(method=list(METHODS), n=[500, 2000]), seeds=3),
+            "small": Tier(grid(method=list(METHODS), n=[500, 2000]), seeds=5),
             "paper": Tier(
                 grid(
                     method=list(METHODS),
@@ -105,7 +105,7 @@ EXPERIMENTS = (
         stack_key=stack_key,
         max_chunk=64,
         paper="(nonlinear variant; no published numbers)",
-        cost=lambda config: 1.0,
+        cost=lambda config: 0.5,  # seconds per run on a 2-core CPU (small tier, 10-job stacks)
     ),
 )
 

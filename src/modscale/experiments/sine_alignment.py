@@ -2,7 +2,8 @@
 and tsne.png; DESIGN section 4.)
 
 Each run trains a ModularNet with K = k modules on n samples of SineTask(m, k), its projections started from
-the kernel rule (``modular-kernel``) or at random (``modular-random``), and records every ``track_every``
+the kernel rule (``modular-kernel``; ours: deflation from spectral starts, or the paper's: independent
+restarts from random starts) or at random (``modular-random``), and records every ``track_every``
 steps the alignment of its projections with the task's true ones,
 
     alignment(t) = (1/k) sum over Hungarian-matched pairs (i, j) of |Q_i(t) P_j^T|_F^2 / b   in [0, 1],
@@ -73,7 +74,7 @@ def run(jobs: Sequence[Job], ctx: Context) -> list[dict[str, Any]]:
     training = training_for(ctx.tier, config)
     if config["track_every"]:
         training = dataclasses.replace(training, eval_every=config["track_every"])
-    rule = dataclasses.replace(KERNEL_RULE[ctx.tier], strategy=config["strategy"])
+    rule = dataclasses.replace(KERNEL_RULE[ctx.tier], strategy=config["strategy"], init=config["init"])
     seeds = [j.seed for j in jobs]
     tasks = [task_of(setup, s) for s in seeds]
     X_test, y_test = draw(tasks, training.n_test, "test", seeds)  # run_stack's own test set
@@ -121,8 +122,22 @@ def _params() -> tuple[Param, ...]:
         Param("n", int, 1000, "training samples", low=2),
         Param("strategy", str, "deflation", "kernel rule strategy (independent = the paper's)",
               choices=("deflation", "independent")),
+        Param("init", str, "spectral", "kernel rule starts (random = the paper's)",
+              choices=("spectral", "random")),
         Param("track_every", int, 0, "steps between alignment readings (0 = the tier's eval_every)", low=0),
     )  # fmt: skip
+
+
+# ours (deflation from spectral starts), the paper's rule (independent restarts from random starts), random U
+SMALL = (
+    grid(method="modular-kernel", strategy="deflation", init="spectral")
+    + grid(method="modular-kernel", strategy="independent", init="random")
+    + grid(method="modular-random")
+)
+_LARGE = {"m": [8, 16, 32], "k": [4, 8], "p": 10_000, "n": [1000, 10_000]}
+PAPER = grid(
+    method="modular-kernel", strategy=["deflation", "independent"], init=["spectral", "random"], **_LARGE
+) + grid(method="modular-random", **_LARGE)
 
 
 def _cost(config: dict[str, Any]) -> float:
@@ -137,16 +152,9 @@ EXPERIMENTS = (
         params=_params(),
         tiers={
             "smoke": Tier(grid(method=list(METHODS), m=6, k=2, p=300, n=200), seeds=2),
-            "small": Tier(grid(method=list(METHODS)), seeds=5),
+            "small": Tier(SMALL, seeds=5),
             "paper": Tier(
-                grid(
-                    method=list(METHODS),
-                    m=[8, 16, 32],
-                    k=[4, 8],
-                    p=10_000,
-                    n=[1000, 10_000],
-                    strategy=["deflation", "independent"],
-                ),
+                PAPER,
                 seeds=10,
                 note="GPU or Ray cluster",
             ),  # fmt: skip

@@ -36,14 +36,17 @@ SCORE = (
     "about b/m per module at random); the paper's similarity score is not defined in the paper"
 )
 _SKIP = ("method", "track_every")
+_RULE_KEYS = ("strategy", "init")  # options of the kernel rule: they do not apply to a random start
 
 
 def _groups(rows: Sequence[Record]) -> dict[tuple, list[Record]]:
-    """Records by (method, values of the other varying config keys)."""
+    """Records by (method, values of the other varying config keys that apply to the method)."""
     keys = list(varying(rows, skip=_SKIP))
     out: dict[tuple, list[Record]] = {}
     for r in rows:
-        out.setdefault((r.config.get("method"), tuple((k, r.config.get(k)) for k in keys)), []).append(r)
+        method = r.config.get("method")
+        mine = [k for k in keys if method == "modular-kernel" or k not in _RULE_KEYS]
+        out.setdefault((method, tuple((k, r.config.get(k)) for k in mine)), []).append(r)
     return dict(sorted(out.items(), key=lambda kv: (METHODS.index(kv[0][0]) if kv[0][0] in METHODS else 9,
                                                      str(kv[0][1]))))  # fmt: skip
 
@@ -73,7 +76,8 @@ def track_curve(rows: Sequence[Record], metric: str) -> tuple[np.ndarray, np.nda
 
 
 def _label(method: str, variant: tuple) -> str:
-    extra = ", ".join(f"{k}={v}" for k, v in variant)
+    words = {"strategy": "{v}", "init": "{v} starts"}
+    extra = ", ".join(words.get(k, "{k}={v}").format(k=k, v=v) for k, v in variant)
     return LABELS.get(method, method) + (f" ({extra})" if extra else "")
 
 
@@ -92,9 +96,10 @@ def sims(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
     comparisons: list[Comparison] = []
     seeds: list[int] = []
     styles = ("-", "--", ":", "-.")
-    variants: dict[tuple, str] = {}
+    variants: dict[tuple, str] = {}  # (method, variant) -> line style: solid for each method's first
     for (method, variant), group in _groups(rows).items():
-        style = variants.setdefault(variant, styles[len(variants) % len(styles)])
+        used = sum(1 for m, _ in variants if m == method)
+        style = variants.setdefault((method, variant), styles[used % len(styles)])
         color = COLORS.get(method, "C2")
         for axis, metric in ((ax, "alignment"), (ax_test, "track_test")):
             x, mean, sd, n = track_curve(group, metric)
@@ -139,7 +144,7 @@ def sims(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
     ax_test.set_xlabel("fraction of the training budget")
     ax_test.set_ylabel("test MSE (Var y = 1)")
     ax_test.set_title("test loss at the same readings", fontsize=9)
-    fixed = fixed_phrase(rows, ("m", "k", "b", "p", "n", "strategy"))
+    fixed = fixed_phrase(rows, ("m", "k", "b", "p", "n"))
     caption = (
         f"Alignment of the learned module projections with the true ones during training ({fixed}); "
         f"mean over {seeds_phrase(seeds)}{' (band: +-1 SD)' if max(seeds, default=1) > 1 else ''}. "
@@ -180,7 +185,7 @@ def _picture_group(rows: Sequence[Record]) -> tuple[str, list[Record]]:
         key = ", ".join(f"{k}={v}" for k, v in sorted(r.config.items()) if k not in _SKIP)
         groups.setdefault(key, []).append(r)
     key = max(sorted(groups), key=lambda k: len(groups[k]))
-    return fixed_phrase(groups[key], ("m", "k", "b", "p", "n", "strategy")), groups[key]
+    return fixed_phrase(groups[key], ("m", "k", "b", "p", "n", "strategy", "init")), groups[key]
 
 
 @figure(

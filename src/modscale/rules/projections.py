@@ -103,8 +103,8 @@ def _as_data(X, y) -> tuple[torch.Tensor, torch.Tensor]:
         return t.to(torch.float32)
 
     X, y = tensor("X", X), tensor("y", y)
-    if X.dim() != 2:
-        raise InvalidValue(f"X must have shape (n, in_dim), got {tuple(X.shape)}")
+    if X.dim() < 2 or 0 in X.shape[2:]:
+        raise InvalidValue(f"X must have shape (n, in_dim) or (n, in_dim, *features), got {tuple(X.shape)}")
     if y.dim() == 1:
         y = y.unsqueeze(1)
     if y.dim() != 2 or y.shape[0] != X.shape[0]:
@@ -184,7 +184,7 @@ class _Options:
 
 
 def _check_options(X: torch.Tensor, **kw) -> _Options:
-    n, m = X.shape
+    n, m = X.shape[:2]
     K = check_int("n_modules", kw["n_modules"], low=1)
     b = check_int("module_dim", kw["module_dim"], low=1)
     if b > m:
@@ -202,6 +202,11 @@ def _check_options(X: torch.Tensor, **kw) -> _Options:
         )
     n_centres = kw["n_centres"]
     n_centres = min(1000, 100 * b) if n_centres is None else check_int("n_centres", n_centres, low=1)
+    if X.dim() > 2 and kw["init"] == "spectral":
+        raise InvalidValue(
+            "init='spectral' needs X of shape (n, in_dim); X with feature axes "
+            f"{tuple(X.shape)} needs init='random'"
+        )
     progress = kw["progress"]
     if progress is not None and not isinstance(progress, bool):
         raise InvalidType(f"progress must be None (on a terminal), True or False, got {progress!r}")
@@ -291,7 +296,7 @@ class _Rule:
     def __init__(self, X, Y, opt: _Options, gen: torch.Generator, device: torch.device, advance):
         self.o, self.gen, self.device, self.advance = opt, gen, device, advance
         self.X, self.Y = X.to(device), Y.to(device)
-        self.n, self.m = X.shape
+        self.n, self.m = X.shape[:2]
         K, b = opt.n_modules, opt.module_dim
         self.kernel = _Kernel(opt.kernel, opt.bandwidth, b, gen, device)
         self.U: list[torch.Tensor | None] = [None] * K
@@ -323,10 +328,14 @@ class _Rule:
     def live(self, U: torch.Tensor) -> tuple[torch.Tensor | slice, torch.Tensor]:
         """(rows, Z (J, rows, b)): the rows whose predictions F must be current and their projections."""
         rows = slice(None) if self.pool is None else self.pool
-        return rows, torch.einsum("jbm,nm->jnb", U, self.X[rows])
+        return rows, self.project(U, rows)
+
+    def project(self, U: torch.Tensor, rows) -> torch.Tensor:
+        """Z = X U^T for U (J, b, m): (J, rows, b), or (J, rows, b * features) for X (n, m, *features)."""
+        return torch.einsum("jbm,nm...->jnb...", U, self.X[rows]).flatten(2)
 
     def loss(self, U: torch.Tensor, rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # (R,)
-        Z = torch.einsum("rbm,nm->rnb", U, self.X[rows])  # (R, B, b)
+        Z = self.project(U, rows)  # (R, B, b)
         return self.kernel.objective(Z, target, self.o.jitter)
 
     # starts -------------------------------------------------------------------------------------------------
@@ -390,7 +399,7 @@ class _Rule:
         """f_i alone on what the other modules leave unexplained; F_i on every row."""
         rows = self.fit_rows
         with torch.no_grad():
-            Z = (self.X[rows] @ self.U[i].T).unsqueeze(0)  # (1, n_fit, b)
+            Z = self.project(self.U[i].unsqueeze(0), rows)  # (1, n_fit, b)
             fit = additive_nystrom(
                 Z, self.residual(rows, i), [self.kernel.fixed(Z[0])], self.o.n_centres, ridge=self.o.ridge,
                 generator=self.gen,
@@ -399,12 +408,12 @@ class _Rule:
             live, Z = self.live(self.U[i].unsqueeze(0))
             self.F[i, live] = fit.parts(Z)[0]
 
-    def joint_fit(self, modules: list[int]) -> None:
+    def joint_fit(self, modules: list[int]) -> AdditiveNystrom:
         """The functions of ``modules`` fitted jointly to y (the others' predictions set to 0)."""
         rows = self.fit_rows
         with torch.no_grad():
             U = torch.stack([self.U[j] for j in modules])  # (J, b, m)
-            Z = torch.einsum("jbm,nm->jnb", U, self.X[rows])  # (J, n_fit, b)
+            Z = self.project(U, rows)  # (J, n_fit, b)
             kernels = [self.kernel.fixed(z) for z in Z]
             fit = additive_nystrom(
                 Z, self.Y[rows], kernels, self.o.n_centres, ridge=self.o.ridge, generator=self.gen
@@ -416,6 +425,7 @@ class _Rule:
                 self.F[index] = fit.parts(Z)
             else:
                 self.F[index[:, None], live[None, :]] = fit.parts(Z)  # (J, rows, c)
+        return fit
 
     def find(self, i: int, steps: int) -> None:
         """Module i on the residual of all other modules: screen candidates, optimise, keep the best."""
@@ -448,14 +458,17 @@ class _Rule:
                 self.fit_rows
             )  # backfitting works on the fitting rows (their predictions stay current)
         for _ in range(self.o.passes):
-            for i in range(K):
-                # module i re-found on what the others, refitted jointly without it, leave unexplained
-                if K > 1:
-                    self.joint_fit([j for j in range(K) if j != i])
-                self.find(i, max(1, self.o.steps // 3))
-        if self.o.passes:
-            self.joint_fit(list(range(K)))
+            self.backfit(list(range(K)))
         return torch.stack(self.U)
+
+    def backfit(self, modules: list[int]) -> AdditiveNystrom:
+        """One backfitting pass: each module re-found (steps // 3) on what the others, refitted jointly
+        without it, leave unexplained; returns the joint fit of all ``modules`` at the end."""
+        for i in modules:
+            if len(modules) > 1:
+                self.joint_fit([j for j in modules if j != i])
+            self.find(i, max(1, self.o.steps // 3))
+        return self.joint_fit(modules)
 
 
 def _unit_rows(V: torch.Tensor) -> torch.Tensor:
@@ -496,8 +509,10 @@ def kernel_projections(
 
     Parameters
     ----------
-    X : (n, in_dim) inputs (array or tensor), standardised; y : (n,) or (n, c) targets (centred here; the
-        objective sums over the c columns).
+    X : (n, in_dim) inputs (array or tensor), standardised; or (n, in_dim, *features), where a module's
+        input is the mixture sum_j U_ij X[:, j] of feature vectors (e.g. image slots), flattened for the
+        kernel (needs init="random"). y : (n,) or (n, c) targets (centred here; the objective sums over
+        the c columns).
     n_modules, module_dim : K and b.
     kernel : "rbf" | "laplace" | "arccos" | "ntk" (:mod:`.kernels`; ntk uses a width-64 one-hidden-layer ReLU
         network drawn from ``generator``) or a callable k(Z1 (..., B, b), Z2) -> (..., B, B).

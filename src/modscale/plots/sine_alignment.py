@@ -226,7 +226,8 @@ def tsne(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
             color = COLORS.get(method, "C2")
             rec = runs[method].metrics.get("recovery", float("nan"))
             ax.plot(c0[:, 0], c0[:, 1], "o", mfc="none", color=color, markersize=6, alpha=0.7)
-            ax.plot(c1[:, 0], c1[:, 1], "o", color=color, markersize=5, zorder=6,
+            size = 7 if method == "modular-kernel" else 4.5  # both can sit on one star: keep both visible
+            ax.plot(c1[:, 0], c1[:, 1], "o", color=color, markersize=size, zorder=6,
                     label=f"{LABELS.get(method, method)}: end (recovery {rec:.2f})")  # fmt: skip
             for a, b in zip(c0, c1, strict=True):
                 ax.annotate(

@@ -252,3 +252,28 @@ def test_bad_data_is_rejected_before_training():
         train(Broken(), (X, y), steps=3)
     with pytest.raises(InvalidType, match="model"):
         train("mlp", (X, y), steps=3)
+
+
+def test_callback_reads_weights_without_changing_training():
+    """The callback sees step 0 and every history row, and training with it equals training without it."""
+    X, y = _data()
+    cfg = TrainConfig(steps=30, eval_every=10, lr=1e-2)
+    plain = MLP(3, 8, 2, n_replicas=2, generator=[4, 5])
+    observed = MLP(3, 8, 2, n_replicas=2, generator=[4, 5])
+    seen: list[tuple[int, torch.Tensor, bool, bool]] = []
+
+    def callback(model, step):
+        w = next(model.parameters()).detach().clone()
+        seen.append((step, w, model.training, torch.is_grad_enabled()))
+
+    h0 = train(plain, (X, y), cfg, generator=[0, 1])
+    h1 = train(observed, (X, y), cfg, generator=[0, 1], callback=callback)
+    assert [s for s, *_ in seen] == [0, 10, 20, 30]
+    assert not any(training or grad for _, _, training, grad in seen)
+    assert not torch.equal(seen[0][1], seen[-1][1])  # the weights moved between readings
+    torch.testing.assert_close(seen[-1][1], next(observed.parameters()).detach())
+    np.testing.assert_array_equal(h0.train, h1.train)
+    for a, b in zip(plain.parameters(), observed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(InvalidType, match="callback must be callable"):
+        train(plain, (X, y), cfg, callback=3)

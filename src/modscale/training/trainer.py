@@ -330,6 +330,7 @@ def train(
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
     n_samples: Sequence[int] | torch.Tensor | None = None,
+    callback: Callable[[nn.Module, int], None] | None = None,
     **overrides,
 ) -> History:
     """Train ``model`` (all its replicas at once) with Adam; returns a :class:`History`.
@@ -337,6 +338,10 @@ def train(
     ``config`` holds the hyperparameters; keyword ``overrides`` replace its fields (``steps=...``). Every
     argument is validated before any work starts. The model is moved to the chosen device and left there,
     holding the final weights (the best validation weights under early stopping).
+
+    ``callback(model, step)``, when given, is called before the first step (step 0) and at every history
+    row (step = steps done), in eval mode under ``torch.no_grad()``: a way to read the weights during
+    training (e.g. the projections' alignment) without restarting the optimiser. It must not change them.
     """
     # validation, before any work --------------------------------------------------------------------------
     cfg = config if config is not None else TrainConfig()
@@ -376,6 +381,10 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InvalidValue("model has no trainable parameters")
+    if callback is not None and not callable(callback):
+        raise InvalidType(
+            f"callback must be callable as callback(model, step), got {type(callback).__name__}"
+        )
 
     # setup --------------------------------------------------------------------------------------------------
     model.to(device)
@@ -440,7 +449,15 @@ def train(
                 replicas = torch.nonzero(bad).flatten().tolist()
                 raise NonFiniteLossError(replicas, int(first_bad[bad].min()), "try a smaller learning rate")
 
+    def observe(step: int) -> None:
+        if callback is not None:
+            model.eval()
+            with torch.no_grad():
+                callback(model, step)
+            model.train()
+
     # the loop -----------------------------------------------------------------------------------------------
+    observe(0)
     model.train()
     xs = ys = True
     t0 = time.perf_counter()
@@ -500,6 +517,7 @@ def train(
                     for bp, p in zip(best_params, params, strict=True):
                         bp.copy_(torch.where(improved.view((S,) + (1,) * (p.dim() - 1)), p, bp))
                     active = active & (since_best < cfg.patience)
+            observe(step + 1)
             model.train()
             if cfg.early_stopping and not bool(active.any()):  # one host sync per evaluation
                 break

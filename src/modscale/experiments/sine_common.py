@@ -407,6 +407,7 @@ def run_stack(
     device: str = "cpu",
     projections: torch.Tensor | None = None,
     callback: Callable[[torch.nn.Module, int], None] | None = None,
+    ks: Sequence[int] | None = None,
 ) -> StackResult:
     """Train one stack: job s has seed ``seeds[s]`` and ``n[s]`` training samples; returns metrics per job.
 
@@ -417,7 +418,8 @@ def run_stack(
     the loss on the odd region. projections: start U (S, K, b, m) for linear modular methods instead of the
     method's own (random or kernel). callback(model, step): when given, training runs in segments of
     ``eval_every`` steps and it is called before the first and after every segment (alignment over
-    training); the history is then the last segment's.
+    training); the history is then the last segment's. ks: the task's module count per job (monolithic
+    methods only, whose network does not depend on k; default ``setup.k`` for every job).
 
     Metrics per job: test, train, val, [ood], n, n_params, width, steps (taken), train_s, kernel_s, wall_s,
     cpu_s, flops_train, flops_kernel, flops; for linear or fixed projections also recovery_init and
@@ -429,13 +431,23 @@ def run_stack(
     n = [check_int("n", v, low=2) for v in n]
     if len(seeds) != len(n) or not seeds:
         raise InvalidValue(f"seeds and n must have one entry per job, got {len(seeds)} and {len(n)}")
+    if ks is not None:
+        if setup.method not in ("monolithic", "ensemble") or len(ks) != len(seeds):
+            raise InvalidValue("ks (the task's k per job) needs a monolithic method and one entry per job")
+        ks = [check_int("ks", k, low=1) for k in ks]
     if n_pool is not None:
         n_pool = check_int("n_pool", n_pool, low=max(n))
     if setup.method == "modular-kernel" and min(n) < 2:
         raise InvalidValue("modular-kernel needs n >= 2 to run the kernel rule")
     S, E = len(seeds), setup.n_members
 
-    tasks = [task_of(setup, s) for s in seeds]
+    if ks is None:
+        tasks = [task_of(setup, s) for s in seeds]
+    else:  # one task module count per job: only a monolithic network is the same for every k
+        tasks = [
+            make_task(setup.m, k, setup.b, setup.nonlinear, setup.noise, s)
+            for k, s in zip(ks, seeds, strict=True)
+        ]
     if n_pool is None:  # each job its own n samples (drawn for that n), zero-padded to the longest
         X = torch.zeros(S, max(n), setup.m)
         y = torch.zeros(S, max(n), 1)

@@ -17,7 +17,7 @@ Choices (ours):
   panel at n = 1000 and the n panel at p = 1000 for several m; the small tier takes fewer values.
 
 All jobs of one network shape (m, p; and k for modular) share a stack: the k panel's tasks and the n panel's
-sample sizes are replicas of one stacked training.
+sample sizes are replicas of one stacked training (each job its own task and its own n samples).
 """
 
 from __future__ import annotations
@@ -64,24 +64,13 @@ def stack_key(config: dict[str, Any]) -> tuple:
 def run(jobs: Sequence[Job], ctx: Context) -> list[dict[str, Any]]:
     config = jobs[0].config
     training = dataclasses.replace(training_for(ctx.tier, config), early_stopping=config["early_stopping"])
-    out: list[dict[str, Any]] = [{} for _ in jobs]
     with cpu_threads(ctx.device):
-        for setup, idx in _stacks(jobs):
-            res = run_stack(
-                setup, [jobs[i].seed for i in idx], [jobs[i].config["n"] for i in idx], ctx.tier,
-                training=training, device=ctx.device,
-            )  # fmt: skip
-            for i, row in zip(idx, res.metrics, strict=True):
-                out[i] = row
-    return out
-
-
-def _stacks(jobs: Sequence[Job]) -> list[tuple[Setup, list[int]]]:
-    """Jobs grouped by task (k) within the chunk's network shape: one run_stack call each."""
-    groups: dict[int, list[int]] = {}
-    for i, job in enumerate(jobs):
-        groups.setdefault(job.config["k"], []).append(i)
-    return [(setup_of(jobs[idx[0]].config), idx) for idx in groups.values()]
+        res = run_stack(
+            setup_of(config), [j.seed for j in jobs], [j.config["n"] for j in jobs], ctx.tier,
+            training=training, device=ctx.device,
+            ks=[j.config["k"] for j in jobs] if config["model"] == "monolithic" else None,
+        )  # fmt: skip
+    return res.metrics
 
 
 def _params() -> tuple[Param, ...]:

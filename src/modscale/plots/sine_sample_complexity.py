@@ -34,6 +34,7 @@ COLORS = {
     "ensemble": "C5",
     "modular-oracle": "0.45",
 }
+STYLES = ("-", "--", ":", "-.")  # one per threshold eps, largest first
 LABELS = {"modular-none": "modular-none (MoE-like)", "modular-oracle": "modular-oracle (true U)"}
 
 
@@ -59,17 +60,17 @@ def sine_sample_complexity(records: Mapping[str, Sequence[Record]]) -> FigureOut
     n_star = curves(rows, "m", "n_star", by=by, log=True)
     flops = curves(rows, "m", "flops", by=by, log=True, where=lambda r: bool(r.metrics.get("reached")))
     methods = [m for m in ORDER if any(key[0] == m for key in n_star)]
+    all_eps = sorted({key[1] for key in n_star}, reverse=True)
     seeds: list[int] = []
-    for (method, eps), c in sorted(n_star.items(), key=lambda kv: (ORDER.index(kv[0][0]), kv[0][1])):
-        label = f"{LABELS.get(method, method)}" + (
-            f", eps={eps:g}" if len({k[1] for k in n_star}) > 1 else ""
-        )
-        draw(ax, c, color=COLORS[method], label=label)
+    for (method, eps), c in sorted(n_star.items(), key=lambda kv: (ORDER.index(kv[0][0]), -kv[0][1])):
+        label = f"{LABELS.get(method, method)}" + (f", eps={eps:g}" if len(all_eps) > 1 else "")
+        style = STYLES[all_eps.index(eps) % len(STYLES)]
+        draw(ax, c, color=COLORS[method], linestyle=style, label=label)
         ax.plot(c.x, c.mean, "o", color=COLORS[method], ms=3.5)
         seeds.extend(c.n_seeds.tolist())
         fc = flops.get((method, eps))
         if fc is not None:
-            draw(ax_c, fc, color=COLORS[method], label=label)
+            draw(ax_c, fc, color=COLORS[method], linestyle=style, label=label)
             ax_c.plot(fc.x, fc.mean, "o", color=COLORS[method], ms=3.5)
     for s in paper.series(PAPER_FIGURE, "samples needed vs m"):
         if s.label in methods:
@@ -109,7 +110,7 @@ def sine_sample_complexity(records: Mapping[str, Sequence[Record]]) -> FigureOut
 
 def _comparisons(n_star: dict[tuple, Curve]) -> list[Comparison]:
     out: list[Comparison] = []
-    for (method, eps), c in sorted(n_star.items(), key=lambda kv: (ORDER.index(kv[0][0]), kv[0][1])):
+    for (method, eps), c in sorted(n_star.items(), key=lambda kv: (ORDER.index(kv[0][0]), -kv[0][1])):
         published = paper.series(PAPER_FIGURE, "samples needed vs m", method)
         s = published[0] if published else None
         for i, xv in enumerate(c.x):

@@ -416,10 +416,10 @@ def run_stack(
     n_pool samples (nested sets, e.g. for a search over n; keep it fixed so that a job's data never depend
     on its stack). region: training region ("even" for the out-of-distribution experiment). ood: also report
     the loss on the odd region. projections: start U (S, K, b, m) for linear modular methods instead of the
-    method's own (random or kernel). callback(model, step): when given, training runs in segments of
-    ``eval_every`` steps and it is called before the first and after every segment (alignment over
-    training); the history is then the last segment's. ks: the task's module count per job (monolithic
-    methods only, whose network does not depend on k; default ``setup.k`` for every job).
+    method's own (random or kernel). callback(model, step): passed to :func:`~modscale.training.train`,
+    which calls it before the first step and at every evaluation (every ``eval_every`` steps), under
+    no_grad, to read the weights during training (alignment over training). ks: the task's module count
+    per job (monolithic methods only, whose network does not depend on k; default ``setup.k`` for all).
 
     Metrics per job: test, train, val, [ood], n, n_params, width, steps (taken), train_s, kernel_s, wall_s,
     cpu_s, flops_train, flops_kernel, flops; for linear or fixed projections also recovery_init and
@@ -484,16 +484,12 @@ def run_stack(
     gens = [seed_for(s, "batches", e) for s in seeds for e in range(E)]
     n_rep = [v for v in n for _ in range(E)]
     t0, c0 = time.perf_counter(), time.process_time()
-    if callback is None:
-        hist = train(
-            model, (rep(X), rep(y)), cfg, generator=gens, val=(rep(X_val), rep(y_val)), n_samples=n_rep
-        )
-        steps_taken = hist.stopped_step.reshape(S, E).sum(1)
-        evals = len(hist.steps)
-    else:
-        hist, steps_taken, evals = _train_in_segments(
-            model, (rep(X), rep(y)), cfg, gens, (rep(X_val), rep(y_val)), n_rep, S, E, callback
-        )
+    hist = train(
+        model, (rep(X), rep(y)), cfg, generator=gens, val=(rep(X_val), rep(y_val)), n_samples=n_rep,
+        callback=callback,
+    )  # fmt: skip
+    steps_taken = hist.stopped_step.reshape(S, E).sum(1)
+    evals = len(hist.steps)
     train_wall, train_cpu = time.perf_counter() - t0, time.process_time() - c0
 
     test = mse(predict(model, X_test, E), y_test)
@@ -545,47 +541,6 @@ def _recovery(model, U0: torch.Tensor, tasks: Sequence[SineTask]) -> list[tuple[
         (float(recovery_score(U0[s], task.projections)), float(recovery_score(U1[s], task.projections)))
         for s, task in enumerate(tasks)
     ]
-
-
-def _train_in_segments(model, data, cfg, gens, val, n_rep, S, E, callback):
-    """Train ``cfg.steps`` steps as segments of ``eval_every``, calling ``callback(model, step)`` around them.
-
-    Each segment is a fresh :func:`train` call (Adam's moments restart, batches continue from the same
-    generators); early stopping is applied across segments by keeping the weights of the best validation
-    loss per replica and stopping when every replica has gone ``patience`` segments without improving.
-    """
-    seg = dataclasses.replace(cfg, steps=cfg.eval_every, early_stopping=False, eval_every=cfg.eval_every)
-    gens = [torch.Generator().manual_seed(g) for g in gens]
-    params = [p for p in model.parameters() if p.requires_grad]
-    best = [p.detach().clone() for p in params]
-    R = len(n_rep)
-    best_val = np.full(R, np.inf)
-    since = np.zeros(R, dtype=np.int64)
-    steps_taken = np.zeros(R, dtype=np.int64)
-    active = np.ones(R, dtype=bool)
-    callback(model, 0)
-    step, evals, hist = 0, 0, None
-    while step < cfg.steps and active.any():
-        hist = train(model, data, seg, generator=gens, val=val, n_samples=n_rep)
-        step += seg.steps
-        evals += 1
-        steps_taken[active] += seg.steps
-        v = hist.final_val
-        improved = active & (v < best_val)
-        best_val[improved] = v[improved]
-        since = np.where(improved, 0, since + active)
-        with torch.no_grad():
-            keep = torch.as_tensor(improved)
-            for b, p in zip(best, params, strict=True):
-                b.copy_(torch.where(keep.view((R,) + (1,) * (p.dim() - 1)).to(p.device), p, b.to(p.device)))
-        if cfg.early_stopping:
-            active &= since < cfg.patience
-        callback(model, step)
-    if cfg.early_stopping:
-        with torch.no_grad():
-            for b, p in zip(best, params, strict=True):
-                p.copy_(b)
-    return hist, steps_taken.reshape(S, E).sum(1), evals
 
 
 __all__ = [

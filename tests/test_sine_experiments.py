@@ -303,8 +303,10 @@ def test_theory_fit_figure_recovers_constants_from_closed_form_points():
         records.append(_record("sine_loss_trends", cfg, 0, metrics))
     out = render(records)
     fit_fig = next(f for f in out if f.name == "sine_theory_fit")
-    rmse = next(c for c in fit_fig.comparisons if c.quantity.startswith("fit: rms"))
+    rmse = next(c for c in fit_fig.comparisons if c.quantity.startswith("rms log residual"))
     assert rmse.ours < 1e-3
+    near = next(c for c in fit_fig.comparisons if c.quantity.startswith("network / calibrated theory, test"))
+    assert near.ours == pytest.approx(1.0, abs=1e-3)  # predicted, not fitted, near the threshold
     ratios = [c.ours for c in fit_fig.comparisons if c.quantity.startswith("network / calibrated")]
     assert ratios and np.allclose(ratios, 1.0, atol=1e-3)
     assert "c = 1.3" in fit_fig.caption and "Omega = 1.7" in fit_fig.caption

@@ -61,6 +61,9 @@ def sine_mismatch(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
     if len(ks) == 1:
         ax_r.plot(Ks, np.minimum(1.0, Ks / ks[0]), color="0.5", lw=1, ls=":", label="ceiling min(1, K/k)")
     ax_r.set_xscale("log", base=2)
+    for a in (ax, ax_r):  # the K values themselves, not powers of two
+        a.set_xticks(Ks, [f"{K:g}" for K in Ks])
+        a.minorticks_off()
     ax_r.set_ylim(0, 1.05)
     ax_r.set_xlabel("network modules K")
     ax_r.set_ylabel("recovery of the true projections")

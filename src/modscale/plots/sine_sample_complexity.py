@@ -55,7 +55,7 @@ def _growth(c: Curve) -> tuple[float, float, float] | None:
 )
 def sine_sample_complexity(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
     rows = list(records[EXPERIMENT])
-    fig, (ax, ax_c) = new_figure(1, 2, width=5.6, height=4.3)
+    fig, (ax, ax_c) = new_figure(1, 2, width=5.6, height=5.2)
     by = ("method", "eps")
     n_star = curves(rows, "m", "n_star", by=by, log=True)
     flops = curves(rows, "m", "flops", by=by, log=True, where=lambda r: bool(r.metrics.get("reached")))
@@ -82,7 +82,8 @@ def sine_sample_complexity(records: Mapping[str, Sequence[Record]]) -> FigureOut
     ax_c.set_ylabel("FLOPs of the training that reaches eps")
     ax.set_title("samples needed")
     ax_c.set_title("equal-compute view: compute to reach eps")
-    ax.legend(fontsize=6.5, loc="upper left")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=7)
 
     failed = {}
     for r in rows:

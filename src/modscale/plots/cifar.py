@@ -90,9 +90,10 @@ def _x_axis_panel(ax, records, x, metric, *, title, log=False, paper_label=None,
     ax.set_xlabel(x)
     if log:
         ax.set_xscale("log")
-        xs = sorted({float(v) for c in by.values() for v in c.x})
-        ax.set_xticks(xs, [f"{v:g}" for v in xs])  # the sampled n, not a crowded log grid
         ax.xaxis.set_minor_locator(NullLocator())
+    xs = sorted({float(v) for c in by.values() for v in c.x})
+    if xs:
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])  # the sampled values, not a crowded grid
     ax.grid(alpha=0.3)
     return by
 
@@ -130,7 +131,7 @@ def accuracy_vs_k(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
     axes[2].grid(alpha=0.3)
     axes[2].legend(fontsize=6.5)
     for ax in axes:
-        ax.set_xticks(sorted({int(r.config["k"]) for r in rows}))
+        ax.set_xticks(sorted({int(r.config["k"]) for r in rows}))  # the panels share k
 
     comparisons = []
     for method in _method_order(by):

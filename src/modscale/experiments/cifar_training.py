@@ -341,7 +341,7 @@ def run(jobs: Sequence[Job], ctx: Context) -> list[dict[str, Any]]:
 
     t0 = time.perf_counter()
     net.eval()
-    eval_batch = 2048 if device.startswith("cuda") else 250
+    eval_batch = 1024 if device.startswith("cuda") else 250
     evals = {"": task.evaluate(net, "seen", batch_size=eval_batch)}
     if task.n_holdout > 0:
         evals["ood_"] = task.evaluate(net, "unseen", batch_size=eval_batch)

@@ -311,8 +311,10 @@ class _Rule:
         self.P = self.spectrum = None
         if opt.init == "spectral":
             rows = torch.randperm(self.n, generator=gen)[:_MAX_SDR].to(device)
-            self.P, evals = spectral_directions(self.X[rows], self.Y[rows], min(K * b, self.m))  # (Kb, m)
+            P, evals = spectral_directions(self.X[rows], self.Y[rows], min(K * b, self.m))  # (Kb, m)
             self.spectrum = evals.cpu().numpy()
+            P = P[P.norm(dim=-1) > 0.5]  # directions of no input variance come back as zero rows
+            self.P = P if P.shape[0] else None
 
     # targets ------------------------------------------------------------------------------------------------
     def residual(self, rows: torch.Tensor, skip: int | None) -> torch.Tensor:  # (B, c)
@@ -355,8 +357,8 @@ class _Rule:
             M, W = sdr_matrix(self.X[rows], self.residual(rows, skip))
             evecs = torch.linalg.eigh(M)[1].flip(1)[:, : _N_EIGEN * b]  # (m, <= 4b)
             E = (W @ evecs).T.to(torch.float32)
-            E = E[: (E.shape[0] // b) * b].reshape(-1, b, self.m)
-            parts.append(_unit_rows(E))
+            E = _unit_rows(E[: (E.shape[0] // b) * b].reshape(-1, b, self.m))
+            parts.append(E[(E.norm(dim=-1) > 0.5).all(-1)])  # zero rows: directions of no variance
         if current is not None:
             parts.append(current.unsqueeze(0))
         return torch.cat(parts)

@@ -1,0 +1,164 @@
+"""ModularRegressor / ModularClassifier: scikit-learn's estimator checks, transform's second route, bad input,
+and the end-to-end method (kernel-initialised modular vs random-initialised modular vs a monolithic MLP)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from modscale.errors import InvalidValue
+from modscale.estimators import ModularClassifier, ModularRegressor
+from modscale.models import MLP, ModularNet
+from modscale.rules import recovery_score
+from modscale.tasks import SineTask
+from modscale.training import train
+
+# check_estimator fits each estimator about a hundred times: small training budgets keep that to seconds
+QUICK = dict(max_steps=100, kernel_steps=10, kernel_batch_size=64, device="cpu")
+
+
+@parametrize_with_checks(
+    [ModularRegressor(**QUICK), ModularClassifier(**QUICK)],
+    expected_failed_checks=lambda est: {},  # none: every check passes
+)
+def test_scikit_learn_contract(estimator, check):
+    check(estimator)
+
+
+def _data(n=300, m=6, seed=0):
+    g = np.random.default_rng(seed)
+    X = g.normal(size=(n, m)) * np.arange(1, m + 1) + 3.0  # unstandardised features
+    y = np.sin(X[:, 0] - 3.0) + 0.5 * np.cos((X[:, 1] - 3.0) / 2)
+    return X, y
+
+
+def test_transform_is_each_modules_projection_of_the_standardised_input():
+    X, y = _data()
+    est = ModularRegressor(n_modules=3, module_dim=2, random_state=0, **QUICK).fit(X, y)
+    Z = est.transform(X)
+    assert Z.shape == (300, 6) and Z.dtype == np.float64
+    Xs = (X - est.x_mean_) / est.x_scale_  # second route: the standardisation and U by hand
+    U = est.projections_.double().numpy()  # (K, b, m)
+    expect = np.einsum("kbm,nm->nkb", U, Xs).reshape(300, 6)
+    np.testing.assert_allclose(Z, expect, rtol=1e-5, atol=1e-5)  # projections_ is stored in float32
+    np.testing.assert_allclose(est.fit_transform(X, y), Z, rtol=1e-12, atol=1e-12)
+
+
+def test_regressor_reproducible_batch_independent_and_multioutput():
+    X, y = _data()
+    a = ModularRegressor(random_state=3, **QUICK).fit(X, y)
+    b = ModularRegressor(random_state=3, **QUICK).fit(X, y)
+    c = ModularRegressor(random_state=4, **QUICK).fit(X, y)
+    assert np.array_equal(a.predict(X), b.predict(X))
+    assert not np.allclose(a.predict(X), c.predict(X))
+    halves = np.concatenate([a.predict(X[:100]), a.predict(X[100:])])
+    np.testing.assert_allclose(halves, a.predict(X), rtol=1e-12, atol=1e-12)
+    Y = np.stack([y, -2 * y + 1], axis=1)
+    est = ModularRegressor(random_state=0, **QUICK).fit(X, Y)
+    assert est.predict(X).shape == (300, 2)
+    assert est.initial_projections_.shape == (4, 1, 6) and est.history_.final_train.shape == (1,)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(projection_init="random"),
+        dict(strategy="independent"),
+        dict(kernel="ntk"),
+        dict(kernel="arccos", early_stopping=True),
+    ],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_options_fit_and_predict(options):
+    X, y = _data()
+    est = ModularRegressor(random_state=0, **QUICK, **options).fit(X, y)
+    assert np.isfinite(est.predict(X)).all()
+    if options.get("projection_init") == "random":  # random unit rows from the network's own initialisation
+        net = ModularNet(6, 4, 1, 32, 2, generator=0)
+        torch.testing.assert_close(est.initial_projections_, net.projections[0])
+
+
+def test_classifier_labels_and_probabilities():
+    X, y = _data()
+    labels = np.where(y > 0.3, "high", np.where(y < -0.3, "low", "mid"))
+    est = ModularClassifier(random_state=0, **{**QUICK, "max_steps": 300}).fit(X, labels)
+    assert list(est.classes_) == ["high", "low", "mid"]
+    P = est.predict_proba(X)
+    assert P.shape == (300, 3)
+    np.testing.assert_allclose(P.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(np.exp(est.predict_log_proba(X)), P, rtol=1e-10)
+    assert np.array_equal(est.predict(X), est.classes_[P.argmax(1)])
+    assert est.score(X, labels) > 0.8
+
+
+def test_bad_input():
+    X, y = _data()
+    with pytest.raises(InvalidValue, match="module_dim"):
+        ModularRegressor(module_dim=7, **QUICK).fit(X, y)
+    with pytest.raises(InvalidValue, match="n_modules"):
+        ModularRegressor(n_modules=0, **QUICK).fit(X, y)
+    with pytest.raises(InvalidValue, match="projection_init"):
+        ModularRegressor(projection_init="spectral", **QUICK).fit(X, y)
+    with pytest.raises(InvalidValue, match="kernel"):
+        ModularRegressor(kernel="poly", **QUICK).fit(X, y)
+    bad = X.copy()
+    bad[4, 2] = np.nan
+    with pytest.raises(InvalidValue, match="NaN"):
+        ModularRegressor(**QUICK).fit(bad, y)
+    with pytest.raises(InvalidValue, match="infinity|inf"):
+        ModularRegressor(**QUICK).fit(X, np.where(y > 0, np.inf, y))
+    with pytest.raises(InvalidValue, match="1 class"):
+        ModularClassifier(**QUICK).fit(X, np.zeros(300))
+    with pytest.raises(InvalidValue, match="n_samples = 1"):
+        ModularRegressor(**QUICK).fit(X[:1], y[:1])
+    with pytest.raises(InvalidValue, match="validation_fraction"):
+        ModularRegressor(validation_fraction=1.5, **QUICK).fit(X, y)
+
+
+def _monolithic_mse(X, y, Xt, yt, width, steps, seed):
+    """The baseline: an MLP on the same standardised data, trainer and schedule as the estimators."""
+    mean, scale, ym, ys = X.mean(0), X.std(0), y.mean(), y.std()
+    n = len(y)
+    perm = np.random.default_rng(seed + 3).permutation(n)
+    n_val = int(round(0.1 * n))
+    Xs = torch.tensor((X - mean) / scale, dtype=torch.float32)
+    Ys = torch.tensor((y - ym) / ys, dtype=torch.float32)[:, None]
+    fit, val = perm[n_val:], perm[:n_val]
+    net = MLP(X.shape[1], width, 2, generator=seed)
+    train(
+        net, (Xs[fit], Ys[fit]), steps=steps, lr=3e-3, batch_size=128, val=(Xs[val], Ys[val]),
+        early_stopping=True, generator=seed + 2, device="cpu",
+    )  # fmt: skip
+    with torch.no_grad():
+        pred = net(torch.tensor((Xt - mean) / scale, dtype=torch.float32))[:, 0].numpy() * ys + ym
+    return float(np.mean((pred - yt) ** 2))
+
+
+@pytest.mark.slow
+def test_kernel_initialised_modular_network_beats_a_monolithic_network():
+    """Issue 4 item 4 at test scale: SineTask(m=16, k=4), n = 2000 training samples, 3 seeds; the modular
+    network (K=4, b=1, width 32, depth 2: 4676 parameters) against an MLP of similar size (width 60, depth 2:
+    4741) with the same trainer (Adam 3e-3, batch 128, 1500 steps, early stopping on 10%). Test MSE is a
+    fraction of Var y. Every seed must show the kernel-initialised network ahead; the random-initialised one
+    is reported in docs/learning-rule.md, not asserted (it sometimes finds the modules during training)."""
+    m, k, steps = 16, 4, 1500
+    p = ModularNet.count_parameters(m, k, 1, 32, 2)
+    width = MLP.width_for(p, m, 2)
+    assert abs(MLP.count_parameters(m, width, 2) - p) / p < 0.05
+    kernel, mono = [], []
+    for seed in range(3):
+        task = SineTask(m, k, generator=seed)
+        X, y = (t.numpy() for t in task.sample(2000, generator=100 + seed))
+        Xt, yt = (t.numpy() for t in task.sample(4000, generator=200 + seed))
+        y, yt = y.ravel(), yt.ravel()
+        est = ModularRegressor(
+            n_modules=k, max_steps=steps, kernel_steps=100, kernel_batch_size=256, early_stopping=True,
+            device="cpu", random_state=seed,
+        ).fit(X, y)  # fmt: skip
+        kernel.append(float(np.mean((est.predict(Xt) - yt) ** 2)))
+        assert recovery_score(est.initial_projections_, task.projections) > 0.9
+        mono.append(_monolithic_mse(X, y, Xt, yt, width, steps, seed))
+    kernel, mono = np.array(kernel), np.array(mono)
+    assert (kernel < 0.5 * mono).all(), (kernel, mono)

@@ -180,6 +180,10 @@ def test_run_stack_rejects_bad_input_before_training():
         run_stack(setup, [0], [100], "smoke", n_pool=50)
     with pytest.raises(InvalidValue, match="tier"):
         run_stack(setup, [0], [100], "huge")
+    with pytest.raises(InvalidValue, match="region"):
+        run_stack(setup, [0], [100], "smoke", region="left")
+    with pytest.raises(InvalidValue, match="ood"):
+        run_stack(Setup("monolithic", m=4, k=1, p=300), [0], [100], "smoke", ood=True)
 
 
 def test_callback_reads_the_weights_during_training():

@@ -382,7 +382,7 @@ def predict(model: torch.nn.Module, X: torch.Tensor, members: int = 1, chunk: in
         xb = X[:, start : start + chunk].to(dev)
         if members > 1:
             xb = xb.repeat_interleave(members, 0)
-        out = model(xb)  # (S * members, b, 1)
+        out = model(xb)  # (S * members, chunk, 1)
         outs.append(out.reshape(X.shape[0], members, *out.shape[1:]).mean(1))
     model.train(was_training)
     return torch.cat(outs, 1).cpu()
@@ -425,7 +425,8 @@ def run_stack(
     cpu_s, flops_train, flops_kernel, flops; for linear or fixed projections also recovery_init and
     recovery (:func:`modscale.rules.recovery_score` of the initial and the trained U against the task's).
     """
-    t = training or TRAINING[check_choice("tier", tier, tuple(TRAINING))]
+    check_choice("tier", tier, tuple(TRAINING))
+    t = training or TRAINING[tier]
     rule = rule or KERNEL_RULE[tier]
     seeds = [check_int("seed", s, low=0) for s in seeds]
     n = [check_int("n", v, low=2) for v in n]
@@ -437,8 +438,9 @@ def run_stack(
         ks = [check_int("ks", k, low=1) for k in ks]
     if n_pool is not None:
         n_pool = check_int("n_pool", n_pool, low=max(n))
-    if setup.method == "modular-kernel" and min(n) < 2:
-        raise InvalidValue("modular-kernel needs n >= 2 to run the kernel rule")
+    check_choice("region", region, ("all", "even", "odd"))
+    if ood and setup.k < 2:
+        raise InvalidValue("ood needs a task with k >= 2 modules (the split is over combinations)")
     S, E = len(seeds), setup.n_members
 
     if ks is None:

@@ -304,12 +304,13 @@ def run(jobs: Sequence[Job], ctx: Context) -> list[dict[str, Any]]:
 
     rows = torch.stack([training_rows(task, config["n_train"], config["split_seed"], s) for s in seeds])
     inits = [_seed(_STREAMS["init"], s) for s in seeds]
-    modular = ImageModularNet(k, k, channels, config["hidden"], n_replicas=S, generator=inits)
-    if method == "monolithic":
-        hidden = MonolithicCNN.hidden_for(modular.count(), k, channels)
-        net = MonolithicCNN(k, channels, hidden, n_replicas=S, generator=inits)
+    if method == "monolithic":  # as many parameters as the modular network (closed-form counts)
+        p = ImageModularNet.count_parameters(k, k, channels, config["hidden"])
+        net = MonolithicCNN(
+            k, channels, MonolithicCNN.hidden_for(p, k, channels), n_replicas=S, generator=inits
+        )
     else:
-        net = modular
+        net = ImageModularNet(k, k, channels, config["hidden"], n_replicas=S, generator=inits)
     out: list[dict[str, Any]] = [{} for _ in jobs]
 
     t0 = time.perf_counter()
@@ -359,9 +360,8 @@ def run(jobs: Sequence[Job], ctx: Context) -> list[dict[str, Any]]:
                 out[i]["slot_accuracy"] = [float(v) for v in slots[i]]
     for i in range(S):
         r = out[i]
-        r["ood_minus_seen"] = r["ood_accuracy"] - r["accuracy"] if "ood_accuracy" in r else None
-        if r["ood_minus_seen"] is None:
-            del r["ood_minus_seen"]
+        if "ood_accuracy" in r:
+            r["ood_minus_seen"] = r["ood_accuracy"] - r["accuracy"]
         if levels:
             r["noise_levels"] = list(levels)
             r["noise_accuracy_by_level"] = [float(_per_replica(c, S)[i]) for c in curve]

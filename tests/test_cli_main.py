@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -23,3 +24,21 @@ def test_version_and_no_command() -> None:
     assert out.returncode == 0 and out.stdout.startswith("modscale ")
     bare = subprocess.run([sys.executable, "-m", "modscale"], capture_output=True, text=True)
     assert bare.returncode == 2 and len(bare.stderr.strip().splitlines()) == 1
+
+
+def test_data_dir_is_checked_then_handed_to_the_experiments(tmp_path, monkeypatch, capsys) -> None:
+    from modscale.cli import main
+    from modscale.data import DATA_ENV, locate_cifar10
+
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    out = tmp_path / "out"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["run", "theory_check", "--tier", "smoke", "--data-dir", str(empty), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.npz" in err[0] and not out.exists()
+
+    _, real = locate_cifar10()  # the data next to the checkout
+    monkeypatch.setenv(DATA_ENV, "")  # restored after the test; main sets it
+    assert main(["run", "theory_check", "--tier", "smoke", "--data-dir", str(real), "--out", str(out)]) == 0
+    assert os.environ[DATA_ENV] == str(real.resolve())

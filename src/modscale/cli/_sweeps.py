@@ -14,6 +14,7 @@ otherwise); where the output is goes to stdout.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -178,6 +179,13 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--out", default="results", help="results directory (default: results)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="CIFAR-10 folder (npz or cifar-10-batches-py; default: $MODSCALE_DATA, else "
+        "../shared/data/cifar10 next to the checkout)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -246,6 +254,12 @@ def _check_common(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {out} exists and is not a directory")
     if args.ray_address and args.backend != "ray":
         raise UsageError("--ray-address needs --backend ray")
+    if args.data_dir is not None:
+        from modscale.data import DATA_ENV, locate_cifar10
+
+        _, folder = locate_cifar10(args.data_dir)  # a folder without the data is a usage error, now
+        # experiments (and Ray workers started from this process) find the data through the environment
+        os.environ[DATA_ENV] = str(Path(folder).resolve())
 
 
 def _print_summary(summary: Summary) -> None:

@@ -1,13 +1,13 @@
 """The kernel learning rule at scale: n = 100,000 samples of SineTask(m=32, k=8), K = 8 modules, on the CPU.
 
 Goal (issue 4): recovery >= 0.9 within 60 s. Timed: one call of ``kernel_projections`` with its defaults
-(deflation from spectral starts, rbf bandwidth 0.5, batch 512, 4 restarts, 150 Adam steps per module, one
-backfitting pass); the task's sampling is not timed. Peak memory is the process's maximum resident set
-size (everything: interpreter, torch, the data). One CPU thread by default: on a shared 2-core machine two
-threads per operation wait for each other (measured at load average 5: 404 s with two threads, 45 s with
-one); ``--threads 2`` on a quiet machine. ``--compare`` then runs the references on the same data:
-the paper's strategy (independent restarts from random starts), independent restarts from spectral
-starts, deflation from random starts, and random projections. The last line is
+(deflation from spectral starts, rbf bandwidth 0.5, batch 512, 4 restarts, 100 Adam steps per module,
+three backfitting passes); the task's sampling is not timed. Peak memory is the process's maximum
+resident set size (everything: interpreter, torch, the data). One CPU thread by default: on a shared
+2-core machine two threads per operation wait for each other (measured at load average 5: 404 s with two
+threads, 45 s with one); ``--threads 2`` on a quiet machine. ``--compare`` then runs the references on
+the same data: the paper's strategy (independent restarts from random starts), independent restarts
+from spectral starts, deflation from random starts, and random projections. The last line is
 
     seconds=<float> recovery=<float> peak_rss_mb=<float>
 

@@ -106,7 +106,7 @@ class _ModularEstimator(BaseEstimator):
         max_steps: int = 1000,
         lr: float = 3e-3,
         batch_size: int = 128,
-        kernel_steps: int = 150,
+        kernel_steps: int = 100,
         kernel_batch_size: int = 512,
         early_stopping: bool = False,
         validation_fraction: float = 0.1,

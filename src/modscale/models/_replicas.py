@@ -11,39 +11,11 @@ from __future__ import annotations
 
 import copy
 import numbers
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from modscale.errors import InvalidType, InvalidValue
-
-GeneratorLike = torch.Generator | int | None
-
-
-def _one_generator(value, name: str) -> torch.Generator:
-    if value is None:
-        return torch.Generator().manual_seed(0)
-    if isinstance(value, torch.Generator):
-        return value
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        if value < 0:
-            raise InvalidValue(f"{name} seed must be >= 0, got {value}")
-        return torch.Generator().manual_seed(int(value))
-    raise InvalidType(f"{name} must be a torch.Generator, an int seed or None, got {type(value).__name__}")
-
-
-def as_generators(generator: GeneratorLike | Sequence[GeneratorLike], S: int, name: str = "generator"):
-    """S CPU generators: one generator/seed/None shared by all replicas (drawn in replica order), or a
-    sequence of S generators/seeds, one per replica. None means seed 0, so results stay reproducible."""
-    if isinstance(generator, Sequence) and not isinstance(generator, str | bytes):
-        if len(generator) != S:
-            raise InvalidValue(
-                f"{name} must have one entry per replica (n_replicas = {S}), got {len(generator)}"
-            )
-        return [_one_generator(g, f"{name}[{i}]") for i, g in enumerate(generator)]
-    gen = _one_generator(generator, name)
-    return [gen] * S
 
 
 def init_replicas(gens: list[torch.Generator], specs: list[tuple[str, tuple[int, ...], float]]):

@@ -52,8 +52,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from modscale._checks import check_choice, check_int
+from modscale._torch import GeneratorLike, as_generators
 from modscale.errors import InvalidType, InvalidValue
-from modscale.models._replicas import GeneratorLike, Replicated, as_generators, init_replicas
+from modscale.models._replicas import Replicated, init_replicas
 
 N_CLASSES = 10
 IMAGE_SIDE = 32

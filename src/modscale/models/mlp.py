@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from modscale._checks import check_int
+from modscale._torch import GeneratorLike, as_generators
 from modscale.errors import InvalidValue
-from modscale.models._replicas import GeneratorLike, Replicated, as_generators, init_replicas
+from modscale.models._replicas import Replicated, init_replicas
 
 
 def _solve_width(p: int, count, what: str) -> int:

@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 from modscale._checks import check_choice, check_int
+from modscale._torch import as_generator, resolve_device
 from modscale.data.cifar10 import N_CLASSES, Cifar10Arrays, load_cifar10
 from modscale.errors import InvalidType, InvalidValue
 
@@ -79,41 +80,8 @@ _M32 = 0xFFFFFFFF
 _FEISTEL_ROUNDS = 8
 
 
-def _as_generator(generator, name: str = "generator") -> torch.Generator:
-    if generator is None:
-        return torch.Generator().manual_seed(0)
-    if isinstance(generator, torch.Generator):
-        if generator.device.type != "cpu":
-            raise InvalidValue(f"{name} must be a CPU torch.Generator, got one on {generator.device}")
-        return generator
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        if generator < 0:
-            raise InvalidValue(f"{name} seed must be >= 0, got {generator}")
-        return torch.Generator().manual_seed(int(generator))
-    raise InvalidType(
-        f"{name} must be a torch.Generator, an int seed or None, got {type(generator).__name__}"
-    )
-
-
 def _draw_seed(gen: torch.Generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=gen).item())
-
-
-def _resolve_device(device) -> torch.device:
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str):
-        if device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise InvalidValue(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    else:
-        raise InvalidType(f"device must be a str or torch.device, got {type(device).__name__}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidValue(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
-    return dev
 
 
 def _check_noise(noise) -> float:
@@ -278,8 +246,8 @@ class CompositionalCIFAR:
         if not 0 <= holdout_fraction < 1:
             raise InvalidValue(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
         self.holdout_fraction = float(holdout_fraction)
-        self.device = _resolve_device(device)
-        gen = _as_generator(generator)
+        self.device = resolve_device(device)
+        gen = as_generator(generator)
         if data is not None and not isinstance(data, Cifar10Arrays):
             raise InvalidType(
                 f"data must be a Cifar10Arrays (from load_cifar10) or None, got {type(data).__name__}"
@@ -400,7 +368,7 @@ class CompositionalCIFAR:
         """n class tuples (n, k) int64, uniform over the seen (allowed) or the unseen (held-out) tuples."""
         n = check_int("n", n, low=0)
         self._check_which(which)
-        gen = _as_generator(generator)
+        gen = as_generator(generator)
         low, high = (self.n_holdout, self.n_tuples) if which == "seen" else (0, self.n_holdout)
         r = torch.randint(low, high, (n,), generator=gen, dtype=torch.int64)  # ranks pi(c)
         if self._table is not None:
@@ -413,7 +381,7 @@ class CompositionalCIFAR:
         if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dim() != 2:
             raise InvalidValue(f"labels must be an integer tensor of shape (n, k={self.k})")
         labels = labels.to("cpu", torch.int64)
-        gen = _as_generator(generator)
+        gen = as_generator(generator)
         order, start, count = self._by_class[split]
         u = torch.rand(labels.shape, generator=gen, dtype=torch.float64)
         within = (u * count[labels]).long().clamp_max(count[labels] - 1)
@@ -458,7 +426,7 @@ class CompositionalCIFAR:
         )
         X = torch.mul(pixels, self._scale).sub_(self._shift)  # uint8 -> float32 in one pass
         if noise > 0:
-            X += noise * torch.randn(X.shape, generator=_as_generator(generator)).to(self.device)
+            X += noise * torch.randn(X.shape, generator=as_generator(generator)).to(self.device)
         return X
 
     def labels(self, indices: torch.Tensor, split: str = "train") -> torch.Tensor:
@@ -473,7 +441,7 @@ class CompositionalCIFAR:
         n = check_int("n", n, low=1)
         check_choice("split", split, SPLITS)
         noise = _check_noise(noise)
-        gen = _as_generator(generator)
+        gen = as_generator(generator)
         idx = self.sample_images(self.sample_tuples(n, which, gen), split, gen)
         return self.compose(idx, split, noise, gen), self.labels(idx, split)
 
@@ -535,7 +503,7 @@ class CompositionalCIFAR:
         batch_size = check_int("batch_size", batch_size, low=1)
         if generator is None:
             generator = self._seeds["noise"] + WHICH.index(which) + int(round(noise * 1e6)) * 2
-        gen = _as_generator(generator)
+        gen = as_generator(generator)
         idx = self.test_indices(which)
         for start in range(0, len(idx), batch_size):
             part = idx[start : start + batch_size]
@@ -584,7 +552,7 @@ class _BatchSource:
         if task.n_train is None:
             return task.sample(B, generator)
         if step == 0 or self._base is None:
-            self._base = _draw_seed(_as_generator(generator))
+            self._base = _draw_seed(as_generator(generator))
         per_epoch = math.ceil(task.n_train / B)
         epoch, pos = divmod(step, per_epoch)
         if self._epoch is None or self._epoch[0] != epoch:

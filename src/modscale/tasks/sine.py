@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from modscale._checks import check_choice, check_int
+from modscale._torch import as_generator
 from modscale.errors import InvalidType, InvalidValue
 
 DEFAULT_FREQUENCIES = (1.0, 3.0, 5.0)
@@ -65,21 +66,6 @@ DEFAULT_AMPLITUDES = (1.0, 0.5, 0.2)
 NONLINEAR_MC_DRAWS = 2**17
 _GH_NODES = 64  # Gauss-Hermite nodes per dimension for E tanh(s) tanh(t); error < 1e-10 at 64 nodes
 _REGIONS = ("even", "odd", "all")
-
-
-def as_generator(generator: torch.Generator | int | None, name: str = "generator") -> torch.Generator:
-    """A CPU ``torch.Generator`` from a generator, an int seed, or None (seed 0: runs stay reproducible)."""
-    if generator is None:
-        return torch.Generator().manual_seed(0)
-    if isinstance(generator, torch.Generator):
-        return generator
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        if generator < 0:
-            raise InvalidValue(f"{name} seed must be >= 0, got {generator}")
-        return torch.Generator().manual_seed(int(generator))
-    raise InvalidType(
-        f"{name} must be a torch.Generator, an int seed or None, got {type(generator).__name__}"
-    )
 
 
 def _sine_moments(W, omega, amp, phase):

@@ -62,6 +62,7 @@ import torch
 from torch import nn
 
 from modscale._checks import check_choice, check_int
+from modscale._torch import as_generators, resolve_device
 from modscale.errors import InvalidType, InvalidValue, NonFiniteLossError
 from modscale.training.adam import StackedAdam
 
@@ -138,41 +139,6 @@ class History:
 
 
 # validation ------------------------------------------------------------------------------------------------
-def _resolve_device(device) -> torch.device:
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str):
-        if device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise InvalidValue(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    else:
-        raise InvalidType(f"device must be a str or torch.device, got {type(device).__name__}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidValue(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
-    return dev
-
-
-def _generators(generator, S: int) -> list[torch.Generator]:
-    def one(g, name):
-        if g is None:
-            return torch.Generator().manual_seed(0)
-        if isinstance(g, torch.Generator):
-            return g
-        if isinstance(g, numbers.Integral) and not isinstance(g, bool) and g >= 0:
-            return torch.Generator().manual_seed(int(g))
-        raise InvalidType(f"{name} must be a torch.Generator, an int seed >= 0 or None, got {g!r}")
-
-    if isinstance(generator, Sequence) and not isinstance(generator, str | bytes):
-        if len(generator) != S:
-            raise InvalidValue(f"generator must have one entry per replica (S = {S}), got {len(generator)}")
-        return [one(g, f"generator[{i}]") for i, g in enumerate(generator)]
-    g = one(generator, "generator")
-    return [g] * S
-
-
 def _n_replicas(model: nn.Module) -> tuple[int, bool]:
     S = getattr(model, "n_replicas", None)
     if S is None:
@@ -360,8 +326,8 @@ def train(
     source = callable(data) and not isinstance(data, tuple | list)
     _check_config(cfg, source)
     lr = _check_lr(cfg.lr, S)
-    gens = _generators(generator, S)
-    device = _resolve_device(cfg.device)
+    gens = as_generators(generator, S)
+    device = resolve_device(cfg.device)
     loss_fn: LossFn = _mse if cfg.loss == "mse" else cfg.loss
     X = y = None
     n_list = None

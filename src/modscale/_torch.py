@@ -1,0 +1,67 @@
+"""Torch helpers shared by every torch-using package: seeds -> CPU generators, device names -> devices.
+
+Randomness is always passed in (a generator or an int seed); None means seed 0, so a run without one is
+still reproducible. Generators live on the CPU: every draw in modscale happens there and moves to the
+device afterwards, so a seed gives the same numbers on every machine.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+from modscale.errors import InvalidType, InvalidValue
+
+GeneratorLike = torch.Generator | int | None
+
+
+def as_generator(generator: GeneratorLike, name: str = "generator") -> torch.Generator:
+    """A CPU ``torch.Generator`` from a generator (returned as is), an int seed >= 0, or None (seed 0)."""
+    if generator is None:
+        return torch.Generator().manual_seed(0)
+    if isinstance(generator, torch.Generator):
+        if generator.device.type != "cpu":
+            raise InvalidValue(f"{name} must be a CPU torch.Generator, got one on {generator.device}")
+        return generator
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        if generator < 0:
+            raise InvalidValue(f"{name} seed must be >= 0, got {generator}")
+        return torch.Generator().manual_seed(int(generator))
+    kind = type(generator).__name__
+    raise InvalidType(f"{name} must be a torch.Generator, an int seed or None, got {kind}")
+
+
+def as_generators(
+    generator: GeneratorLike | Sequence[GeneratorLike], S: int, name: str = "generator"
+) -> list[torch.Generator]:
+    """S CPU generators: one generator/seed/None shared by all S replicas (drawn from in replica order), or
+    a sequence of S of them, one per replica."""
+    if isinstance(generator, Sequence) and not isinstance(generator, str | bytes):
+        if len(generator) != S:
+            raise InvalidValue(f"{name} must have one entry per replica (S = {S}), got {len(generator)}")
+        return [as_generator(g, f"{name}[{i}]") for i, g in enumerate(generator)]
+    return [as_generator(generator, name)] * S
+
+
+def resolve_device(device: str | torch.device | None, default: torch.device | None = None) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; a name (``cpu``, ``cuda``, ``cuda:N``) or a
+    torch.device as given; None: ``default`` (the CPU when no default is given)."""
+    if device is None:
+        return default if default is not None else torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, str | torch.device):
+        kind = type(device).__name__
+        raise InvalidType(f"device must be 'auto', a device name or a torch.device, got {kind}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InvalidValue(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidValue(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return dev
+
+
+__all__ = ["GeneratorLike", "as_generator", "as_generators", "resolve_device"]

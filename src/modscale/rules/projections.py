@@ -32,8 +32,8 @@ span it overlaps by about 1/(K b).
 Defaults: a feasibility probe found rbf bandwidth 0.5 on unit-variance projections, relative jitter 1e-2,
 batch 512, Adam lr 0.05 and a few hundred steps per module (DESIGN section 4); the rule expects inputs
 on that scale (standardised features, as the estimators provide). 100 greedy steps per module and three
-backfitting passes: on SineTask(m=32, k=8), n=1e5, that recovered 0.991-0.994 (9 seeds) where 150 greedy
-steps and one pass, at about the same cost, gave 0.75-0.99 (docs/learning-rule.md).
+backfitting passes: on SineTask(m=32, k=8), n=1e5, that recovered 0.991-0.994 (task seeds 0-4, 10-14)
+where 150 greedy steps and one pass, at about the same cost, gave 0.75-0.99 (docs/learning-rule.md).
 """
 
 from __future__ import annotations

@@ -119,6 +119,30 @@ def test_output_contract_and_reproducibility():
     assert info.explained is None and info.spectrum is None and info.steps == 8
 
 
+def test_flop_count_of_the_independent_strategy():
+    """info.flops counts the path taken: for independent restarts from random starts it is steps forward and
+    backward passes plus 4 held-out forward passes of K restarts on B x B kernels (counted here by hand)."""
+    X = torch.randn(500, 6, generator=GEN().manual_seed(0))
+    y = torch.sin(X[:, :2])  # c = 2 columns
+    K, B, m, steps, c, d = 3, 64, 6, 7, 2, 1
+    _, info = kernel_projections(
+        X,
+        y,
+        K,
+        strategy="independent",
+        init="random",
+        steps=steps,
+        batch_size=B,
+        generator=0,
+        return_info=True,
+    )
+    fwd = K * (2 * B * m + 3 * B * B * d + B**3 / 3 + 4 * B * B * c)
+    bwd = K * (2 * B * B * c + 4 * B * B * d + 2 * B * m)
+    assert info.flops == pytest.approx(steps * (fwd + bwd) + 4 * fwd)
+    _, deflation = kernel_projections(X, y, K, generator=0, return_info=True, **FAST)
+    assert deflation.flops > 0
+
+
 @pytest.mark.parametrize("kernel", ["rbf", "laplace", "arccos", "ntk", "callable"])
 @pytest.mark.parametrize("strategy", ["independent", "deflation"])
 def test_every_kernel_and_strategy_runs(kernel, strategy):

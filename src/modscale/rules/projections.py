@@ -74,7 +74,9 @@ class KernelRuleInfo:
     objective (K,): held-out objective of each returned module on what the other modules leave unexplained
     (deflation) or on y (independent). explained (deflation): fraction of the variance of y explained by
     the additive Nystrom model of all K modules on its fitting rows. spectrum: eigenvalues of the spectral
-    matrix (init="spectral"). steps: Adam steps taken (summed over modules and passes).
+    matrix (init="spectral"). steps: Adam steps taken (summed over modules and passes). flops: an analytic
+    count of the floating-point operations of the code path taken (dominant terms; the Gram matrices
+    counted as for rbf), for equal-compute comparisons.
     """
 
     strategy: str
@@ -85,6 +87,7 @@ class KernelRuleInfo:
     spectrum: np.ndarray | None
     steps: int
     seconds: float
+    flops: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -310,10 +313,12 @@ class _Rule:
             None  # rows minibatches come from (None: all); F is kept current there
         )
         self.steps_taken = 0
+        self.flops = 0.0
         self.P = self.spectrum = None
         if opt.init == "spectral":
             rows = torch.randperm(self.n, generator=gen)[:_MAX_SDR].to(device)
             P, evals = spectral_directions(self.X[rows], self.Y[rows], min(K * b, self.m))  # (Kb, m)
+            self.flops += _sdr_flops(rows.numel(), self.m, Y.shape[1])
             self.spectrum = evals.cpu().numpy()
             P = P[P.norm(dim=-1) > 0.5]  # directions of no input variance come back as zero rows
             self.P = P if P.shape[0] else None
@@ -340,6 +345,12 @@ class _Rule:
 
     def loss(self, U: torch.Tensor, rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # (R,)
         Z = self.project(U, rows)  # (R, B, b)
+        R, B, d = Z.shape
+        row = self.X[0].numel() * U.shape[1]  # multiply-adds of one projected row
+        c = target.shape[-1]
+        self.flops += R * (2 * B * row + 3 * B * B * d + B**3 / 3 + 4 * B * B * c)
+        if torch.is_grad_enabled() and U.requires_grad:  # the envelope-theorem backward pass
+            self.flops += R * (2 * B * B * c + 4 * B * B * d + 2 * B * row)
         return self.kernel.objective(Z, target, self.o.jitter)
 
     # starts -------------------------------------------------------------------------------------------------
@@ -357,6 +368,7 @@ class _Rule:
             b = self.o.module_dim
             rows = self.fit_rows
             M, W = sdr_matrix(self.X[rows], self.residual(rows, skip))
+            self.flops += _sdr_flops(rows.numel(), self.m, self.Y.shape[1])
             evecs = torch.linalg.eigh(M)[1].flip(1)[:, : _N_EIGEN * b]  # (m, <= 4b)
             E = (W @ evecs).T.to(torch.float32)
             E = _unit_rows(E[: (E.shape[0] // b) * b].reshape(-1, b, self.m))
@@ -409,8 +421,9 @@ class _Rule:
                 generator=self.gen,
             )  # fmt: skip
             self.fits[i] = fit
-            live, Z = self.live(self.U[i].unsqueeze(0))
-            self.F[i, live] = fit.parts(Z)[0]
+            live, Z_live = self.live(self.U[i].unsqueeze(0))
+            self.F[i, live] = fit.parts(Z_live)[0]
+            self.flops += _nystrom_flops(Z, Z_live.shape[1], fit, self.Y.shape[1])
 
     def joint_fit(self, modules: list[int]) -> AdditiveNystrom:
         """The functions of ``modules`` fitted jointly to y (the others' predictions set to 0)."""
@@ -422,7 +435,9 @@ class _Rule:
             fit = additive_nystrom(
                 Z, self.Y[rows], kernels, self.o.n_centres, ridge=self.o.ridge, generator=self.gen
             )
-            live, Z = self.live(U)
+            live, Z_live = self.live(U)
+            self.flops += _nystrom_flops(Z, Z_live.shape[1], fit, self.Y.shape[1])
+            Z = Z_live
             self.F.zero_()
             index = torch.tensor(modules, device=self.device)
             if self.pool is None:
@@ -473,6 +488,20 @@ class _Rule:
                 self.joint_fit([j for j in modules if j != i])
             self.find(i, max(1, self.o.steps // 3))
         return self.joint_fit(modules)
+
+
+def _sdr_flops(n: int, m: int, c: int, slices: int = 10) -> float:
+    """Covariance, whitening and slice covariances (2 n m^2 each per pass) and the m^3 factorisations."""
+    return 2.0 * n * m * m * (2 + c) + (10 + slices * c) * m**3
+
+
+def _nystrom_flops(Z: torch.Tensor, rows_predicted: int, fit: AdditiveNystrom, c: int) -> float:
+    """Kernel columns, the normal equations 2 n (J M)^2, their solve (J M)^3 / 3, and the predictions."""
+    J, n, d = Z.shape
+    JM = sum(C.shape[0] for C in fit.centres)
+    per_entry = 3 * d + 2
+    fit_cost = n * JM * per_entry + 2.0 * n * JM * JM + 2.0 * n * JM * c + JM**3 / 3
+    return fit_cost + rows_predicted * JM * (per_entry + 2 * c)
 
 
 def _unit_rows(V: torch.Tensor) -> torch.Tensor:
@@ -572,6 +601,7 @@ def kernel_projections(
         spectrum=rule.spectrum,
         steps=rule.steps_taken,
         seconds=time.perf_counter() - t0,
+        flops=rule.flops,
         options={k: v for k, v in vars(opt).items() if k not in ("kernel", "progress")},
     )
     return U, info

@@ -33,8 +33,8 @@ Choices (ours; the paper gives none):
 - **Compute**: ``train_s`` is the job's share of its stack's training wall time (the stack's time / S),
   ``kernel_s`` the kernel stage's wall time, ``wall_s`` their sum; ``cpu_s`` the same in process CPU time.
   FLOPs are analytic: training 6 p B per step taken (forward 2 p B, backward 4 p B per minibatch of B) plus
-  2 p per sample evaluated; the kernel stage ~ B^3 per restart and step (Cholesky B^3 / 3, forward and
-  backward) plus its spectral start, screening and Nystrom fits (:func:`kernel_flops`).
+  2 p per sample evaluated; the kernel stage as counted by the rule itself (``KernelRuleInfo.flops``: its
+  Gram matrices, Cholesky solves, spectral start, screening and Nystrom fits).
 - **Seeds**: a job's seed s gives independent streams for its task (U, phases), training pool, validation
   and test sets, initialisation, batches and kernel rule (:func:`seed_for`). The task and data depend on
   the seed only, not on the method, so methods at one seed are compared on the same task and samples
@@ -285,28 +285,6 @@ def draw(
 # ----------------------------------------------------------------------------------------- kernel stage
 
 
-def kernel_flops(n: int, m: int, K: int, b: int, rule: KernelRule, steps_taken: int) -> float:
-    """Analytic FLOPs of one kernel-rule run (an estimate of the dominant terms).
-
-    Per Adam step and restart on a batch of B: the Gram matrix (~3 B^2 b), its Cholesky (B^3 / 3) and solve
-    (2 B^2), times 3 for forward and backward. Plus the spectral start (2 n m^2), screening of the
-    candidates (one forward each) and, for deflation, Nystrom fits (2 n_fit c^2 + c^3 / 3 with c centres).
-    """
-    B = min(rule.batch_size, n)
-    per_step = 3.0 * (B**3 / 3 + 3 * B**2 * b + 2 * B**2 + 2 * B * b * m)
-    restarts = K if rule.strategy == "independent" else rule.restarts
-    total = steps_taken * restarts * per_step
-    if rule.init == "spectral":
-        total += 2.0 * min(n, 100_000) * m * m
-    if rule.strategy == "deflation":
-        finds = K * (1 + rule.passes)
-        total += finds * (rule.n_candidates + 4 * b + 1) * per_step / 3
-        c, n_fit = min(1000, 200 * b), min(n, 20_000)
-        fits = finds + 2 * K * rule.passes
-        total += fits * (2.0 * n_fit * c * c + c**3 / 3 + 2.0 * n * c * b)
-    return float(total)
-
-
 def kernel_stage(
     X: torch.Tensor, y: torch.Tensor, n: Sequence[int], seeds: Sequence[int], setup: Setup, rule: KernelRule,
     device: str = "cpu",
@@ -329,7 +307,7 @@ def kernel_stage(
             {
                 "kernel_s": time.perf_counter() - t0,
                 "kernel_cpu_s": time.process_time() - c0,
-                "flops_kernel": kernel_flops(n_s, setup.m, setup.n_modules, setup.b, rule, int(info.steps)),
+                "flops_kernel": float(info.flops),  # the rule's own count of the work it did
             }
         )
     return torch.stack(Us), costs
@@ -559,7 +537,6 @@ __all__ = [
     "make_task",
     "task_of",
     "draw",
-    "kernel_flops",
     "kernel_stage",
     "StackResult",
     "cpu_threads",

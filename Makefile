@@ -31,8 +31,12 @@ lint: venv
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# Each benchmark prints its figures and ends with one key=value line; benchmarks/README.md records them.
 bench: venv
 	$(BIN)/python benchmarks/bench_theory.py
+	$(BIN)/python benchmarks/bench_stacked.py
+	$(BIN)/python benchmarks/bench_kernel_rule.py
+	$(BIN)/python benchmarks/bench_cifar_batches.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .hypothesis

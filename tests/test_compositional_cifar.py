@@ -232,6 +232,17 @@ def test_batch_source_epochs_cover_the_fixed_set_once(data):
     assert torch.equal(again(0, gen)[0], epochs[0][0][0])  # seeded by the trainer's generator
 
 
+def test_batch_source_reused_follows_the_new_generator(data):
+    """A second training run with the same source starts from its own generator's order, whatever the
+    first run left cached (here: it stopped inside epoch 0)."""
+    task = CompositionalCIFAR(2, n_train=50, data=data, generator=0)
+    source = task.batch_source(16)
+    first = source(0, torch.Generator().manual_seed(0))[1]
+    second = source(0, torch.Generator().manual_seed(1))[1]
+    fresh = task.batch_source(16)(0, torch.Generator().manual_seed(1))[1]
+    assert torch.equal(second, fresh) and not torch.equal(first, second)
+
+
 def test_batch_source_on_the_fly(data):
     task = CompositionalCIFAR(3, data=data, generator=0)
     source = task.batch_source(8)

@@ -553,6 +553,7 @@ class _BatchSource:
             return task.sample(B, generator)
         if step == 0 or self._base is None:
             self._base = _draw_seed(as_generator(generator))
+            self._epoch = None  # a new run: an order cached by an earlier run must not be reused
         per_epoch = math.ceil(task.n_train / B)
         epoch, pos = divmod(step, per_epoch)
         if self._epoch is None or self._epoch[0] != epoch:

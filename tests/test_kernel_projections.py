@@ -166,6 +166,16 @@ def test_feature_axes_mix_like_image_slots():
         kernel_projections(X, y, 1, generator=0, **FAST)
 
 
+@pytest.mark.parametrize("kernel", ["arccos", "ntk"])
+def test_feature_axes_with_the_tangent_kernels(kernel):
+    """The ntk network reads a module's whole input, b * D numbers for X (n, m, D), as other kernels do."""
+    g = GEN().manual_seed(0)
+    X = torch.randn(300, 3, 2, generator=g)
+    y = torch.sin(X[:, 1]).sum(1)
+    U = kernel_projections(X, y, 2, kernel=kernel, init="random", generator=0, **FAST)
+    assert U.shape == (2, 1, 3) and torch.isfinite(U).all()
+
+
 def test_memory_is_independent_of_n_squared():
     """n = 200,000 rows: an n x n float32 matrix would need 160 GB; the rule needs O(B^2 + n K)."""
     g = GEN().manual_seed(0)

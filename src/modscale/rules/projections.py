@@ -241,7 +241,9 @@ class _Kernel:
     ``fixed`` for the Nystrom fits (bandwidth frozen from the fitting points). ntk draws its module
     network's weights once."""
 
-    def __init__(self, kernel, bandwidth: float | None, b: int, gen: torch.Generator, device: torch.device):
+    def __init__(
+        self, kernel, bandwidth: float | None, width: int, gen: torch.Generator, device: torch.device
+    ):
         self.name = kernel if isinstance(kernel, str) else getattr(kernel, "__name__", "callable")
         self.bandwidth = bandwidth
         if kernel in ("rbf", "laplace"):
@@ -249,7 +251,7 @@ class _Kernel:
         elif kernel == "arccos":
             self.fn, self.scaled = KERNELS[kernel], False
         elif kernel == "ntk":
-            params = mlp_init(b, generator=gen, device=device)
+            params = mlp_init(width, generator=gen, device=device)
             self.fn, self.scaled = partial(ntk, fn=lambda p, x: mlp_apply(p, x), params=params), False
         else:
             self.fn, self.scaled = kernel, False
@@ -303,7 +305,8 @@ class _Rule:
         self.X, self.Y = X.to(device), Y.to(device)
         self.n, self.m = X.shape[:2]
         K, b = opt.n_modules, opt.module_dim
-        self.kernel = _Kernel(opt.kernel, opt.bandwidth, b, gen, device)
+        # a module's kernel input: b mixtures of the feature vectors X[:, j] (b numbers for X (n, m))
+        self.kernel = _Kernel(opt.kernel, opt.bandwidth, b * X[0, 0].numel(), gen, device)
         self.U: list[torch.Tensor | None] = [None] * K
         self.fits: list[AdditiveNystrom | None] = [None] * K  # module i alone (deflation step)
         self.objective = np.full(K, np.nan)

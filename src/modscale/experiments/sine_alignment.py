@@ -18,11 +18,11 @@ The run also stores the initial, final and true projections (small: K b m number
 figure draws the 2-D picture of learned vs true modules (the paper's tsne.png): a PCA of the module
 projectors Q_i^T Q_i (sign-free, any b), one panel per seed.
 
-Training is the tier's (:data:`modscale.experiments.sine_common.TRAINING`), run in segments of
-``track_every`` steps so the projections can be read between them (``run_stack(callback=...)``): Adam's
-moment estimates restart at every segment boundary (the trainer has no per-step hook), which the other sine
-experiments, trained in one piece, do not do. The tracked values are those of the current weights;
-``recovery`` and ``test`` are those of the returned weights (the best validation loss).
+Training is the tier's (:data:`modscale.experiments.sine_common.TRAINING`), one uninterrupted run like the
+other sine experiments': the projections are read through the trainer's callback
+(``run_stack(callback=...)``) before the first step and every ``track_every`` steps, so Adam's moment
+estimates are kept. The tracked values are those of the current weights; ``recovery`` and ``test`` are
+those of the returned weights (the best validation loss).
 """
 
 from __future__ import annotations

@@ -149,8 +149,9 @@ def sims(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
         f"Alignment of the learned module projections with the true ones during training ({fixed}); "
         f"mean over {seeds_phrase(seeds)}{' (band: +-1 SD)' if max(seeds, default=1) > 1 else ''}. "
         f"Orange: projections started by the kernel rule; blue: random. {SCORE}; squares: the "
-        "paper's values at the start and end of its training (0.555 -> 0.63 and 0.536 -> 0.58). Training "
-        "runs in segments between readings, so Adam's moments restart at each reading."
+        "paper's values at the start and end of its training (0.555 -> 0.63 and 0.536 -> 0.58). Readings "
+        "are taken through the trainer's callback during one uninterrupted training run (Adam's moments are "
+        "kept)."
     )
     return FigureOutput("sims", fig, caption, comparisons)
 

@@ -231,6 +231,7 @@ def test_bad_input_raises_before_any_work():
         (dict(steps=0), InvalidValue, "steps"),
         (dict(restarts=0), InvalidValue, "restarts"),
         (dict(generator="seed"), InvalidType, "generator"),
+        (dict(generator=-1), InvalidValue, "generator seed must be >= 0"),
         (dict(device="tpu"), InvalidValue, "device"),
         (dict(progress="yes"), InvalidType, "progress"),
         (dict(X="abc"), InvalidType, "X"),
@@ -242,6 +243,8 @@ def test_bad_input_raises_before_any_work():
             kernel_projections(**kw)
     with pytest.raises(InvalidValue, match="tol"):
         choose_n_modules(X, y, 3, tol=0.0)
+    with pytest.raises(InvalidValue, match="generator seed must be >= 0"):
+        choose_n_modules(X, y, 3, batch_size=32, generator=-1)
     with pytest.raises(InvalidValue, match="validation_fraction"):
         choose_n_modules(X, y, 3, validation_fraction=1.0)
     with pytest.raises(InvalidValue, match="unknown rule option"):

@@ -24,8 +24,9 @@ import numbers
 
 import torch
 
+from modscale._torch import as_generator, resolve_device
 from modscale.errors import InvalidValue
-from modscale.rules.projections import _as_data, _as_generator, _check_options, _Rule, resolve_device
+from modscale.rules.projections import _as_data, _check_options, _Rule
 
 
 def choose_n_modules(
@@ -82,8 +83,8 @@ def choose_n_modules(
         passes=0,
         **defaults,
     )
-    gen = _as_generator(generator)
-    dev = resolve_device(device, X)
+    gen = as_generator(generator)
+    dev = resolve_device(device, default=X.device)
 
     perm = torch.randperm(n, generator=gen)
     val, train = perm[:n_val], perm[n_val:]

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from modscale._checks import check_choice, check_int
+from modscale._torch import as_generator, resolve_device
 from modscale.errors import InvalidType, InvalidValue
 from modscale.rules.kernels import KERNELS, median_bandwidth, mlp_apply, mlp_init, ntk
 from modscale.rules.nystrom import AdditiveNystrom, additive_nystrom
@@ -121,37 +122,6 @@ def _as_data(X, y) -> tuple[torch.Tensor, torch.Tensor]:
     if not torch.isfinite(y).all():
         raise InvalidValue("y contains NaN or inf; every target must be finite")
     return X, y
-
-
-def _as_generator(generator) -> torch.Generator:
-    if generator is None:
-        return torch.Generator().manual_seed(0)
-    if isinstance(generator, torch.Generator):
-        if generator.device.type != "cpu":
-            raise InvalidValue(
-                "generator must be a CPU torch.Generator (indices and starts are drawn on the CPU)"
-            )
-        return generator
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool) and generator >= 0:
-        return torch.Generator().manual_seed(int(generator))
-    raise InvalidType(f"generator must be a torch.Generator, an int seed >= 0 or None, got {generator!r}")
-
-
-def resolve_device(device, X: torch.Tensor | None = None) -> torch.device:
-    """None: X's device (CPU for arrays); "auto": CUDA when available; else a torch device name."""
-    if device is None:
-        return X.device if isinstance(X, torch.Tensor) else torch.device("cpu")
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, str | torch.device):
-        raise InvalidType(f"device must be None, 'auto', a device name or a torch.device, got {device!r}")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise InvalidValue(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidValue(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
-    return dev
 
 
 def _positive(name: str, value, *, allow_none: bool = False) -> float | None:
@@ -581,8 +551,8 @@ def kernel_projections(
         batch_size=batch_size, lr=lr, restarts=restarts, n_candidates=n_candidates, init=init, passes=passes,
         bandwidth=bandwidth, jitter=jitter, n_centres=n_centres, ridge=ridge, progress=progress,
     )  # fmt: skip
-    gen = _as_generator(generator)
-    dev = resolve_device(device, X)
+    gen = as_generator(generator)
+    dev = resolve_device(device, default=X.device)
     if not isinstance(return_info, bool):
         raise InvalidType(f"return_info must be a bool, got {return_info!r}")
 
@@ -610,4 +580,4 @@ def kernel_projections(
     return U, info
 
 
-__all__ = ["kernel_projections", "KernelRuleInfo", "STRATEGIES", "INITS", "resolve_device"]
+__all__ = ["kernel_projections", "KernelRuleInfo", "STRATEGIES", "INITS"]

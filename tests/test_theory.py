@@ -349,6 +349,9 @@ def test_modular_and_complexity_shapes(bshapes) -> None:
         (lambda: spectrum(3, "gauss"), "family"),
         (lambda: spectrum(3, omega=0.5), "omega"),
         (lambda: spectrum(3, c=-1.0), "c"),
+        (lambda: spectrum(3, n_features=-np.inf), "n_features"),
+        (lambda: spectrum(3, n_features=0), "n_features"),
+        (lambda: spectrum(3, n_features=2.5), "n_features"),
         (lambda: monolithic_losses(100, 10, [1.0, 2.0, 0.5]), "spectrum"),
         (lambda: monolithic_losses(100, 10, [1.0, -0.5]), "spectrum"),
         (lambda: sample_complexity(0.0, 3), "eps"),
@@ -361,6 +364,11 @@ def test_modular_and_complexity_shapes(bshapes) -> None:
 def test_bad_input_names_the_argument(call, name: str) -> None:
     with pytest.raises(ValueError, match=rf"^{name} "):
         call()
+
+
+def test_n_features_must_be_a_number() -> None:
+    with pytest.raises(TypeError, match="^n_features "):
+        spectrum(3, n_features="1000")
 
 
 def test_doctests() -> None:

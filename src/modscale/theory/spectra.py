@@ -17,13 +17,14 @@ broadcast against the n and p arrays of :func:`modscale.theory.monolithic_losses
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from modscale._checks import as_float_array, check_at_least, check_choice, check_positive
-from modscale.errors import InvalidValue
+from modscale.errors import InvalidType, InvalidValue
 
 FAMILIES = ("exp", "power")
 DEFAULT_C = 1.15  # DESIGN section 1: with Omega = 2 this comes within 10-25% of the paper's dashed curves
@@ -275,7 +276,9 @@ def spectrum(
     check_choice("family", family, FAMILIES)
     m = check_at_least("m", m, 1.0, what="the input dimension")
     c = check_positive("c", c)
-    if not (np.isinf(n_features) or (float(n_features).is_integer() and n_features >= 1)):
+    if isinstance(n_features, bool) or not isinstance(n_features, numbers.Real):
+        raise InvalidType(f"n_features must be a positive integer or inf, got {type(n_features).__name__}")
+    if not (n_features == np.inf or (float(n_features).is_integer() and n_features >= 1)):
         raise InvalidValue(f"n_features must be a positive integer or inf, got {n_features!r}")
     if family == "exp":
         omega = as_float_array("omega", omega)

@@ -358,6 +358,9 @@ def test_modular_and_complexity_shapes(bshapes) -> None:
         (lambda: sample_complexity(-1, 3), "eps"),
         (lambda: sample_complexity(0.5, 0.5), "m"),
         (lambda: modular_losses(100, 10, k=0), "k"),
+        (lambda: modular_losses(100, 10, k=2, b=0), "b"),
+        (lambda: sample_complexity(0.5, 3, k=2, b=0), "b"),
+        (lambda: simulate(100, 10, spectrum(2), generator=-1), "generator"),
         (lambda: simulate(100, 10, spectrum(2), generator=None), "generator"),
     ],
 )

@@ -66,11 +66,11 @@ def sample_complexity(
     modular = k is not None
     if modular:
         k = np.rint(check_at_least("k", k, 1.0, what="the number of modules"))
-        spec = (
-            as_spectrum(spectrum)
-            if spectrum is not None
-            else make_spectrum(b, family, n_features=n_features, c=c, omega=omega, s=s)
-        )
+        if spectrum is not None:
+            spec = as_spectrum(spectrum)
+        else:
+            b = check_at_least("b", b, 1.0, what="the module input dimension")
+            spec = make_spectrum(b, family, n_features=n_features, c=c, omega=omega, s=s)
         m_shape = np.shape(check_at_least("m", m, 1.0)) if m is not None else ()
     else:
         if spectrum is not None:

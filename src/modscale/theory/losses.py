@@ -236,6 +236,7 @@ def modular_losses(
     n, q_total, noise, d = _check_np(n, p, noise, n_outputs)
     k = np.rint(check_at_least("k", k, 1.0, what="the number of modules"))
     if spectrum is None:
+        b = check_at_least("b", b, 1.0, what="the module input dimension")
         spec = make_spectrum(b, family, n_features=n_features, c=c, omega=omega, s=s)
     else:
         spec = as_spectrum(spectrum)

@@ -72,7 +72,7 @@ def simulate(
             "generator must be given (a numpy Generator or an int seed): randomness is passed in"
         )
     if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
-        generator = np.random.default_rng(int(generator))
+        generator = np.random.default_rng(check_int("generator", generator, low=0))
     if not isinstance(generator, np.random.Generator):
         raise InvalidType(
             f"generator must be a numpy.random.Generator or an int, got {type(generator).__name__}"

@@ -529,7 +529,7 @@ def kernel_projections(
     init : "spectral" or "random" starts. passes : deflation backfitting rounds.
     bandwidth : rbf / laplace bandwidth, or None for the median heuristic on each batch.
     jitter : ridge relative to the kernel's mean diagonal. n_centres : Nystrom centres (default
-        min(1000, 200 b)). ridge : Nystrom ridge (per sample).
+        min(1000, 100 b)). ridge : Nystrom ridge (per sample).
     generator : torch.Generator or int seed (every random choice comes from it). device : None (X's device),
         "auto", "cpu", "cuda". progress : None (a progress bar on a terminal), True, False.
     return_info : also return a :class:`KernelRuleInfo`.

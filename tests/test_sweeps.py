@@ -124,6 +124,11 @@ def test_unknown_experiment_lists_the_valid_names(probe):
         registry.get("nope")
 
 
+def test_register_takes_experiments_only():
+    with pytest.raises(InvalidType, match="register expects an Experiment, got dict"):
+        registry.register({"name": "x"})
+
+
 def test_experiment_declaration_is_checked():
     def run(jobs, ctx):
         return [{} for _ in jobs]

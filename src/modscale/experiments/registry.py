@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
-from modscale.errors import InvalidValue
+from modscale.errors import InvalidType, InvalidValue
 from modscale.experiments.experiment import Experiment
 
 ENV_VAR = "MODSCALE_EXPERIMENTS"
@@ -34,7 +34,7 @@ _loaded = False
 def register(experiment: Experiment, *, replace: bool = False) -> Experiment:
     """Add ``experiment``; a second experiment of the same name is an error unless ``replace``."""
     if not isinstance(experiment, Experiment):
-        raise InvalidValue(f"register expects an Experiment, got {type(experiment).__name__}")
+        raise InvalidType(f"register expects an Experiment, got {type(experiment).__name__}")
     old = _registry.get(experiment.name)
     if old is not None and old is not experiment and not replace:
         raise InvalidValue(f"an experiment named {experiment.name!r} is already registered")

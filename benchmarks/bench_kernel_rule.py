@@ -1,6 +1,6 @@
 """The kernel learning rule at scale: n = 100,000 samples of SineTask(m=32, k=8), K = 8 modules, on the CPU.
 
-Goal (issue 4): recovery >= 0.9 within 60 s. Timed: one call of ``kernel_projections`` with its defaults
+Goal: recovery >= 0.9 within 60 s. Timed: one call of ``kernel_projections`` with its defaults
 (deflation from spectral starts, rbf bandwidth 0.5, batch 512, 4 restarts, 100 Adam steps per module,
 three backfitting passes); the task's sampling is not timed. Peak memory is the process's maximum
 resident set size (everything: interpreter, torch, the data). One CPU thread by default: on a shared

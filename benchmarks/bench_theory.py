@@ -1,4 +1,4 @@
-"""Closed-form losses at 1e5 (n, p) points: goal <= 1 s on a 2-core CPU (issue: theory engine).
+"""Closed-form losses at 1e5 (n, p) points: goal <= 1 s on a 2-core CPU.
 
 Points are drawn log-uniformly in n, p in [1e2, 1e5] (about half over-parameterised, each needing a
 root solve for kappa) for the default ``exp`` spectrum at m = 4 and, separately, for a batch of spectra

@@ -1,4 +1,4 @@
-"""Double descent of a monolithic MLP on the sine task (issue 3 item 5), at small scale.
+"""Double descent of a monolithic MLP on the sine task, at small scale.
 
 Conditions (docs/tasks-and-networks.md): noisy labels (variance 0.5), full-batch Adam long enough to
 (nearly) interpolate, no regularisation. m = 8, n = 40, one hidden layer: p = 10 w + 1, so widths 1, 5, 40

@@ -138,7 +138,7 @@ def _monolithic_mse(X, y, Xt, yt, width, steps, seed):
 
 @pytest.mark.slow
 def test_kernel_initialised_modular_network_beats_a_monolithic_network():
-    """Issue 4 item 4 at test scale: SineTask(m=16, k=4), n = 2000 training samples, 3 seeds; the modular
+    """At test scale: SineTask(m=16, k=4), n = 2000 training samples, 3 seeds; the modular
     network (K=4, b=1, width 32, depth 2: 4676 parameters) against an MLP of similar size (width 60, depth 2:
     4741) with the same trainer (Adam 3e-3, batch 128, 1500 steps, early stopping on 10%). Test MSE is a
     fraction of Var y. Every seed must show the kernel-initialised network ahead; the random-initialised one

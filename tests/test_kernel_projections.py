@@ -1,5 +1,5 @@
 """The kernel learning rule: objective (second routes for value and gradient), jitter escalation, output
-contract, bad input, memory, and recovery of planted modules (DESIGN section 4; issue numbers)."""
+contract, bad input, memory, and recovery of planted modules (DESIGN section 4)."""
 
 from __future__ import annotations
 
@@ -252,7 +252,7 @@ def test_bad_input_raises_before_any_work():
 
 
 def _recovery_table(seeds, **options):
-    """recovery per seed on the planted task of the issue: SineTask m=16, k=4, b=1, n=4000."""
+    """recovery per seed on the planted task of DESIGN section 4: SineTask m=16, k=4, b=1, n=4000."""
     out = {"deflation": [], "independent": [], "random": []}
     for seed in seeds:
         task = SineTask(16, 4, generator=seed)
@@ -267,7 +267,7 @@ def _recovery_table(seeds, **options):
 
 @pytest.mark.slow
 def test_planted_modules_are_recovered_by_deflation():
-    """Issue goal: recovery >= 0.9 with deflation at m=16, k=4, n=4000 (3 seeds, every seed must pass), at
+    """Goal: recovery >= 0.9 with deflation at m=16, k=4, n=4000 (3 seeds, every seed must pass), at
     test scale (batch 256, 100 steps per module, one backfitting pass; about 10 s of one core).
     Independent restarts (the paper's strategy, from spectral starts here) and random projections are the
     references; their numbers at the defaults and over more seeds are in docs/learning-rule.md."""

@@ -1,4 +1,4 @@
-"""scikit-learn estimators over the modular network and the kernel learning rule (issue 4; PAPER.md claim 3).
+"""scikit-learn estimators over the modular network and the kernel learning rule (PAPER.md claim 3).
 
 The paper's method as an estimator: standardise X, find each module's projection with the kernel learning
 rule (:func:`modscale.rules.kernel_projections`, ``projection_init="kernel"``) or draw it at random

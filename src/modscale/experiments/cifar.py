@@ -30,7 +30,7 @@ SMALL_TEST = 500
 PAPER_N = 50_000
 PAPER_TEST = 10_000
 PAPER_NOISE_LEVELS = "0.1 0.2 0.5 1"
-# The paper tier's network and optimiser (a GPU): the phase-1 default CNN, the usual Adam settings.
+# The paper tier's network and optimiser (a GPU): ImageModularNet's default CNN, the usual Adam settings.
 PAPER_NET = dict(channels="16 32", batch_size=64, lr=1e-3)
 
 PARAMS = (

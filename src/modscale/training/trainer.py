@@ -62,7 +62,7 @@ import torch
 from torch import nn
 
 from modscale._checks import check_choice, check_int
-from modscale._torch import as_generators, resolve_device
+from modscale._torch import as_generators, flush_denormals, resolve_device
 from modscale.errors import InvalidType, InvalidValue, NonFiniteLossError
 from modscale.training.adam import StackedAdam
 
@@ -352,196 +352,201 @@ def train(
             f"callback must be callable as callback(model, step), got {type(callback).__name__}"
         )
 
-    # setup --------------------------------------------------------------------------------------------------
-    model.to(device)
-    net = torch.compile(model) if cfg.compile else model
-    opt = StackedAdam(params, lr.to(device), S, cfg.betas, cfg.eps, replica_dim=stacked)
-    if X is not None:
-        X, y = X.to(device), y.to(device)
-    evals = {
-        k: tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in v) for k, v in evals.items()
-    }
-
-    def forward(x: torch.Tensor, shared: bool, f=net) -> torch.Tensor:  # -> (S, n, ...)
-        if not stacked:
-            return f(x if shared else x[0]).unsqueeze(0)
-        out = f(x.unsqueeze(0) if shared and S == 1 else x)
-        if out.shape[0] != S:
-            raise InvalidValue(f"a stacked model must return (S={S}, n, ...), got {tuple(out.shape)}")
-        return out
-
-    def per_replica(t: torch.Tensor, shared: bool) -> torch.Tensor:  # (n, ...) -> (S, n, ...) view
-        return t.unsqueeze(0).expand(S, *t.shape) if shared else t
-
-    full_batch = source or cfg.batch_size is None or cfg.batch_size >= max(n_list)
-    if n_list is not None:
-        n_t = torch.tensor(n_list, device=device, dtype=torch.float32)
-        mask = torch.arange(y.shape[-2], device=device)[None, :] < n_t[:, None]
-        full_w = mask.float() / n_t[:, None]  # (S, n): replica s averages over its first n_s samples
-    per_epoch = [1] * S if full_batch else [math.ceil(v / min(cfg.batch_size, v)) for v in n_list]
-    total_steps = [cfg.steps] * S if cfg.steps is not None else [cfg.epochs * r for r in per_epoch]
-    T_max = max(total_steps)
-    eval_every = cfg.eval_every or max(1, T_max // 50)
-    # masking costs a few elementwise kernels per step; plain steps when every replica runs every step
-    masked = cfg.early_stopping or cfg.on_nonfinite == "freeze" or len(set(total_steps)) > 1
-    steps_left = torch.tensor(total_steps, device=device)
-    active = torch.ones(S, dtype=torch.bool, device=device)
-    first_bad = torch.full((S,), -1, dtype=torch.long, device=device)
-    last_step = torch.zeros(S, dtype=torch.long, device=device)
-    best_val = torch.full((S,), math.inf, device=device)
-    best_step = torch.zeros(S, dtype=torch.long, device=device)
-    since_best = torch.zeros(S, dtype=torch.long, device=device)
-    best_params = [p.detach().clone() for p in params] if cfg.early_stopping else None
-    batches = None if full_batch else _Batches(n_list, cfg.batch_size, gens)
-    replica_index = torch.arange(S, device=device)[:, None]
-    rows_steps, rows_train, rows_eval = [], [], {k: [] for k in evals}
-    acc, acc_n, chunk = torch.zeros(S, device=device), 0, None
-
-    def evaluate(Xe, ye, xs, ys, weights=None) -> torch.Tensor:  # (S,) mean per-sample loss
-        n_e = ye.shape[-2]
-        total = torch.zeros(S, device=device)
-        for start in range(0, n_e, cfg.eval_batch_size):
-            sl = slice(start, start + cfg.eval_batch_size)
-            xb = Xe[sl] if xs else Xe[:, sl]
-            yb = per_replica(ye[sl], True) if ys else ye[:, sl]
-            per = loss_fn(forward(xb, xs, f=model), yb)  # (S, b)
-            total += (per * weights[:, sl]).sum(1) if weights is not None else per.sum(1) / n_e
-        return total
-
-    def raise_if_nonfinite() -> None:
-        if cfg.on_nonfinite == "raise":
-            bad = first_bad >= 0
-            if bool(bad.any()):  # a host sync, only at evaluation points
-                replicas = torch.nonzero(bad).flatten().tolist()
-                raise NonFiniteLossError(replicas, int(first_bad[bad].min()), "try a smaller learning rate")
-
-    def observe(step: int) -> None:
-        if callback is not None:
-            model.eval()
-            with torch.no_grad():
-                callback(model, step)
-            model.train()
-
-    # the loop -----------------------------------------------------------------------------------------------
-    observe(0)
-    model.train()
-    xs = ys = True
-    t0 = time.perf_counter()
-    for step in range(T_max):
-        if source:
-            xb, yb = data(step, gens[0])
-            if step == 0:  # the first batch is checked in full; later ones must keep its layout
-                _, _, xs, ys = _check_pair("batch", (xb, yb), S, in_dim)
-            xb, yb = xb.to(device, non_blocking=True), per_replica(yb.to(device, non_blocking=True), ys)
-            w = None
-        elif full_batch:
-            xb, xs, yb, w = X, x_shared, per_replica(y, y_shared), full_w
-        else:
-            t = step % _CHUNK
-            if t == 0:
-                chunk = batches.take(_CHUNK).to(device, non_blocking=True)  # (S, CHUNK, B)
-            idx = chunk[:, t]  # (S, B); -1 pads replicas whose batch is smaller
-            valid = idx >= 0
-            idx = idx.clamp_min(0)
-            xb, xs = (X[idx] if x_shared else X[replica_index, idx]), False  # (S, B, ...)
-            yb = y[idx] if y_shared else y[replica_index, idx]
-            w = valid.float() / valid.sum(1, keepdim=True).float()
-        per = loss_fn(forward(xb, xs), yb)  # (S, B)
-        loss_s = per.mean(1) if w is None else (per * w).sum(1)  # (S,)
-        opt.zero_grad()
-        loss_s.sum().backward()  # the sum: replica s gets exactly the gradient of its own loss
-        loss_s = loss_s.detach()
-        finite = torch.isfinite(loss_s)
-        first_bad = torch.where(active & ~finite & (first_bad < 0), step, first_bad)
-        if masked:
-            active = active & (steps_left > 0)
-            if cfg.on_nonfinite == "freeze":
-                active = active & finite
-            opt.step(active)
-            last_step = torch.where(active, step + 1, last_step)
-            steps_left = steps_left - active.long()
-        else:
-            opt.step()
-        acc += loss_s
-        acc_n += 1
-
-        if (step + 1) % eval_every == 0 or step + 1 == T_max:
-            raise_if_nonfinite()
-            model.eval()
-            with torch.no_grad():
-                rows_steps.append(step + 1)
-                rows_train.append(acc / acc_n)
-                acc, acc_n = torch.zeros(S, device=device), 0
-                for k, (Xe, ye, xse, yse) in evals.items():
-                    rows_eval[k].append(evaluate(Xe, ye, xse, yse))
-                if cfg.early_stopping:
-                    v = rows_eval["val"][-1]
-                    improved = active & (v < best_val - cfg.min_delta)
-                    best_val = torch.where(improved, v, best_val)
-                    best_step = torch.where(improved, step + 1, best_step)
-                    since_best = torch.where(improved, 0, since_best + active.long())
-                    for bp, p in zip(best_params, params, strict=True):
-                        bp.copy_(torch.where(improved.view((S,) + (1,) * (p.dim() - 1)), p, bp))
-                    active = active & (since_best < cfg.patience)
-            observe(step + 1)
-            model.train()
-            if cfg.early_stopping and not bool(active.any()):  # one host sync per evaluation
-                break
-    raise_if_nonfinite()
-    if not masked:
-        last_step = torch.full((S,), T_max, dtype=torch.long, device=device)
-
-    # final weights and losses -------------------------------------------------------------------------------
-    model.eval()
-    with torch.no_grad():
-        if cfg.early_stopping:
-            for bp, p in zip(best_params, params, strict=True):
-                p.copy_(bp)
-        else:
-            best_step = last_step
-        final = {}
+    # Denormal floats (Adam's moments of near-zero gradients) are ~100x slower on CPUs: flushed to zero
+    # while training (modscale._torch.flush_denormals), the caller's setting restored afterwards.
+    with flush_denormals(device):
+        # setup ---------------------------------------------------------------------------------------
+        model.to(device)
+        net = torch.compile(model) if cfg.compile else model
+        opt = StackedAdam(params, lr.to(device), S, cfg.betas, cfg.eps, replica_dim=stacked)
         if X is not None:
-            final["train"] = evaluate(X, y, x_shared, y_shared, weights=full_w)
-        for k, (Xe, ye, xse, yse) in evals.items():
-            final[k] = evaluate(Xe, ye, xse, yse)
-    model.train()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall = time.perf_counter() - t0
-    diverged = (first_bad >= 0).cpu().numpy()
+            X, y = X.to(device), y.to(device)
+        evals = {
+            k: tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in v) for k, v in evals.items()
+        }
 
-    def rows(r):
-        return torch.stack(r).double().cpu().numpy() if r else np.zeros((0, S))
+        def forward(x: torch.Tensor, shared: bool, f=net) -> torch.Tensor:  # -> (S, n, ...)
+            if not stacked:
+                return f(x if shared else x[0]).unsqueeze(0)
+            out = f(x.unsqueeze(0) if shared and S == 1 else x)
+            if out.shape[0] != S:
+                raise InvalidValue(f"a stacked model must return (S={S}, n, ...), got {tuple(out.shape)}")
+            return out
 
-    def final_of(k):
-        if k not in final:
-            return None
-        v = final[k].double().cpu().numpy()
-        v[diverged] = np.nan  # a frozen replica's weights are those that gave a non-finite loss
-        return v
+        def per_replica(t: torch.Tensor, shared: bool) -> torch.Tensor:  # (n, ...) -> (S, n, ...) view
+            return t.unsqueeze(0).expand(S, *t.shape) if shared else t
 
-    summary = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("loss", "lr", "device")}
-    summary.update(
-        loss=cfg.loss if isinstance(cfg.loss, str) else getattr(cfg.loss, "__name__", "callable"),
-        lr=lr.tolist(),
-        device=str(device),
-    )
-    return History(
-        steps=np.asarray(rows_steps, dtype=np.int64),
-        train=rows(rows_train),
-        val=rows(rows_eval["val"]) if "val" in evals else None,
-        test=rows(rows_eval["test"]) if "test" in evals else None,
-        best_step=best_step.cpu().numpy(),
-        stopped_step=last_step.cpu().numpy(),
-        diverged=diverged,
-        final_train=final_of("train"),
-        final_val=final_of("val"),
-        final_test=final_of("test"),
-        wall_s=wall,
-        device=str(device),
-        n_replicas=S,
-        config=summary,
-    )
+        full_batch = source or cfg.batch_size is None or cfg.batch_size >= max(n_list)
+        if n_list is not None:
+            n_t = torch.tensor(n_list, device=device, dtype=torch.float32)
+            mask = torch.arange(y.shape[-2], device=device)[None, :] < n_t[:, None]
+            full_w = mask.float() / n_t[:, None]  # (S, n): replica s averages over its first n_s samples
+        per_epoch = [1] * S if full_batch else [math.ceil(v / min(cfg.batch_size, v)) for v in n_list]
+        total_steps = [cfg.steps] * S if cfg.steps is not None else [cfg.epochs * r for r in per_epoch]
+        T_max = max(total_steps)
+        eval_every = cfg.eval_every or max(1, T_max // 50)
+        # masking costs a few elementwise kernels per step; plain steps when every replica runs every step
+        masked = cfg.early_stopping or cfg.on_nonfinite == "freeze" or len(set(total_steps)) > 1
+        steps_left = torch.tensor(total_steps, device=device)
+        active = torch.ones(S, dtype=torch.bool, device=device)
+        first_bad = torch.full((S,), -1, dtype=torch.long, device=device)
+        last_step = torch.zeros(S, dtype=torch.long, device=device)
+        best_val = torch.full((S,), math.inf, device=device)
+        best_step = torch.zeros(S, dtype=torch.long, device=device)
+        since_best = torch.zeros(S, dtype=torch.long, device=device)
+        best_params = [p.detach().clone() for p in params] if cfg.early_stopping else None
+        batches = None if full_batch else _Batches(n_list, cfg.batch_size, gens)
+        replica_index = torch.arange(S, device=device)[:, None]
+        rows_steps, rows_train, rows_eval = [], [], {k: [] for k in evals}
+        acc, acc_n, chunk = torch.zeros(S, device=device), 0, None
+
+        def evaluate(Xe, ye, xs, ys, weights=None) -> torch.Tensor:  # (S,) mean per-sample loss
+            n_e = ye.shape[-2]
+            total = torch.zeros(S, device=device)
+            for start in range(0, n_e, cfg.eval_batch_size):
+                sl = slice(start, start + cfg.eval_batch_size)
+                xb = Xe[sl] if xs else Xe[:, sl]
+                yb = per_replica(ye[sl], True) if ys else ye[:, sl]
+                per = loss_fn(forward(xb, xs, f=model), yb)  # (S, b)
+                total += (per * weights[:, sl]).sum(1) if weights is not None else per.sum(1) / n_e
+            return total
+
+        def raise_if_nonfinite() -> None:
+            if cfg.on_nonfinite == "raise":
+                bad = first_bad >= 0
+                if bool(bad.any()):  # a host sync, only at evaluation points
+                    replicas = torch.nonzero(bad).flatten().tolist()
+                    raise NonFiniteLossError(
+                        replicas, int(first_bad[bad].min()), "try a smaller learning rate"
+                    )
+
+        def observe(step: int) -> None:
+            if callback is not None:
+                model.eval()
+                with torch.no_grad():
+                    callback(model, step)
+                model.train()
+
+        # the loop ---------------------------------------------------------------------------------------
+        observe(0)
+        model.train()
+        xs = ys = True
+        t0 = time.perf_counter()
+        for step in range(T_max):
+            if source:
+                xb, yb = data(step, gens[0])
+                if step == 0:  # the first batch is checked in full; later ones must keep its layout
+                    _, _, xs, ys = _check_pair("batch", (xb, yb), S, in_dim)
+                xb, yb = xb.to(device, non_blocking=True), per_replica(yb.to(device, non_blocking=True), ys)
+                w = None
+            elif full_batch:
+                xb, xs, yb, w = X, x_shared, per_replica(y, y_shared), full_w
+            else:
+                t = step % _CHUNK
+                if t == 0:
+                    chunk = batches.take(_CHUNK).to(device, non_blocking=True)  # (S, CHUNK, B)
+                idx = chunk[:, t]  # (S, B); -1 pads replicas whose batch is smaller
+                valid = idx >= 0
+                idx = idx.clamp_min(0)
+                xb, xs = (X[idx] if x_shared else X[replica_index, idx]), False  # (S, B, ...)
+                yb = y[idx] if y_shared else y[replica_index, idx]
+                w = valid.float() / valid.sum(1, keepdim=True).float()
+            per = loss_fn(forward(xb, xs), yb)  # (S, B)
+            loss_s = per.mean(1) if w is None else (per * w).sum(1)  # (S,)
+            opt.zero_grad()
+            loss_s.sum().backward()  # the sum: replica s gets exactly the gradient of its own loss
+            loss_s = loss_s.detach()
+            finite = torch.isfinite(loss_s)
+            first_bad = torch.where(active & ~finite & (first_bad < 0), step, first_bad)
+            if masked:
+                active = active & (steps_left > 0)
+                if cfg.on_nonfinite == "freeze":
+                    active = active & finite
+                opt.step(active)
+                last_step = torch.where(active, step + 1, last_step)
+                steps_left = steps_left - active.long()
+            else:
+                opt.step()
+            acc += loss_s
+            acc_n += 1
+
+            if (step + 1) % eval_every == 0 or step + 1 == T_max:
+                raise_if_nonfinite()
+                model.eval()
+                with torch.no_grad():
+                    rows_steps.append(step + 1)
+                    rows_train.append(acc / acc_n)
+                    acc, acc_n = torch.zeros(S, device=device), 0
+                    for k, (Xe, ye, xse, yse) in evals.items():
+                        rows_eval[k].append(evaluate(Xe, ye, xse, yse))
+                    if cfg.early_stopping:
+                        v = rows_eval["val"][-1]
+                        improved = active & (v < best_val - cfg.min_delta)
+                        best_val = torch.where(improved, v, best_val)
+                        best_step = torch.where(improved, step + 1, best_step)
+                        since_best = torch.where(improved, 0, since_best + active.long())
+                        for bp, p in zip(best_params, params, strict=True):
+                            bp.copy_(torch.where(improved.view((S,) + (1,) * (p.dim() - 1)), p, bp))
+                        active = active & (since_best < cfg.patience)
+                observe(step + 1)
+                model.train()
+                if cfg.early_stopping and not bool(active.any()):  # one host sync per evaluation
+                    break
+        raise_if_nonfinite()
+        if not masked:
+            last_step = torch.full((S,), T_max, dtype=torch.long, device=device)
+
+        # final weights and losses -------------------------------------------------------------------------
+        model.eval()
+        with torch.no_grad():
+            if cfg.early_stopping:
+                for bp, p in zip(best_params, params, strict=True):
+                    p.copy_(bp)
+            else:
+                best_step = last_step
+            final = {}
+            if X is not None:
+                final["train"] = evaluate(X, y, x_shared, y_shared, weights=full_w)
+            for k, (Xe, ye, xse, yse) in evals.items():
+                final[k] = evaluate(Xe, ye, xse, yse)
+        model.train()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall = time.perf_counter() - t0
+        diverged = (first_bad >= 0).cpu().numpy()
+
+        def rows(r):
+            return torch.stack(r).double().cpu().numpy() if r else np.zeros((0, S))
+
+        def final_of(k):
+            if k not in final:
+                return None
+            v = final[k].double().cpu().numpy()
+            v[diverged] = np.nan  # a frozen replica's weights are those that gave a non-finite loss
+            return v
+
+        summary = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("loss", "lr", "device")}
+        summary.update(
+            loss=cfg.loss if isinstance(cfg.loss, str) else getattr(cfg.loss, "__name__", "callable"),
+            lr=lr.tolist(),
+            device=str(device),
+        )
+        return History(
+            steps=np.asarray(rows_steps, dtype=np.int64),
+            train=rows(rows_train),
+            val=rows(rows_eval["val"]) if "val" in evals else None,
+            test=rows(rows_eval["test"]) if "test" in evals else None,
+            best_step=best_step.cpu().numpy(),
+            stopped_step=last_step.cpu().numpy(),
+            diverged=diverged,
+            final_train=final_of("train"),
+            final_val=final_of("val"),
+            final_test=final_of("test"),
+            wall_s=wall,
+            device=str(device),
+            n_replicas=S,
+            config=summary,
+        )
 
 
 def _check_n_samples(n_samples, S: int, n: int) -> list[int]:

@@ -20,6 +20,7 @@ from modscale.rules import (
 from modscale.rules.kernels import arccos, laplace, rbf
 from modscale.rules.nystrom import additive_nystrom
 from modscale.rules.objective import rbf_objective
+from modscale.rules.spectral import spectral_directions
 from modscale.tasks import SineTask
 
 GEN = torch.Generator
@@ -174,6 +175,28 @@ def test_feature_axes_with_the_tangent_kernels(kernel):
     y = torch.sin(X[:, 1]).sum(1)
     U = kernel_projections(X, y, 2, kernel=kernel, init="random", generator=0, **FAST)
     assert U.shape == (2, 1, 3) and torch.isfinite(U).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_spectral_directions_span_the_directions_y_depends_on(seed):
+    """The spectral start on correlated, off-centre Gaussian inputs (condition number 64) with
+    y = sin(2 s) + t^2, s, t the standardised u.x and v.x: SIR sees the odd part, SAVE the even one, and the
+    top two directions, mapped back to input space, span {u, v}. Second route: the planted u, v. (Measured
+    over seeds 0-19 at n = 10,000: overlap >= 0.977; without the map back it is 0.70-0.87.)"""
+    g = GEN().manual_seed(seed)
+    m = 8
+    Q, _ = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))
+    R, _ = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))
+    A = R * torch.linspace(0.25, 2.0, m, dtype=torch.float64)
+    X = 3.0 + torch.randn(10_000, m, generator=g, dtype=torch.float64) @ A.T
+    u, v = Q[:, 0], Q[:, 1]
+    s, t = X @ u, X @ v
+    s, t = (s - s.mean()) / s.std(), (t - t.mean()) / t.std()
+    y = (torch.sin(2 * s) + t**2).unsqueeze(1)
+    D, evals = spectral_directions(X.float(), y.float(), 2)
+    assert D.shape == (2, m) and evals.shape == (m,) and bool((evals[:-1] >= evals[1:]).all())
+    assert recovery_score(D[None].double(), torch.stack([u, v])[None]) > 0.95
+    assert evals[1] > 5 * evals[2]  # two directions matter, the rest is sampling noise
 
 
 def test_memory_is_independent_of_n_squared():

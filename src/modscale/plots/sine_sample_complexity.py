@@ -102,8 +102,9 @@ def sine_sample_complexity(records: Mapping[str, Sequence[Record]]) -> FigureOut
         "included, over the seeds that reached eps."
     )
     if failed:
-        caption += " Seeds that never reached eps (n* = inf, left out): " + ", ".join(
-            f"{m} {c}" for m, c in failed.items()
+        caption += (
+            " Runs that never reached eps (n* = inf; a point with any such seed is not drawn): "
+            + ", ".join(f"{m} {c}" for m, c in failed.items())
         )
         caption += "."
     return FigureOutput("sine_sample_complexity", fig, caption, _comparisons(n_star))

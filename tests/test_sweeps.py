@@ -103,6 +103,7 @@ def test_set_fixes_or_sweeps_a_key_with_its_declared_type(probe):
         ("mode=third", InvalidValue, "config key 'mode' must be one of 'plain', 'other'"),
         ("scale=-1", InvalidValue, "config key 'scale' must be >= 0"),
         ("scale=nan", InvalidValue, "config key 'scale' must not be NaN"),
+        ("scale=inf", InvalidValue, "config key 'scale' must be finite, got inf"),
         ("noequals", InvalidValue, "--set expects key=value"),
     ],
 )

@@ -97,6 +97,8 @@ class Param:
             value = float(value)
             if math.isnan(value):
                 raise InvalidValue(f"config key {self.name!r} must not be NaN")
+            if math.isinf(value):  # no experiment has a use for it; it would fail inside a run
+                raise InvalidValue(f"config key {self.name!r} must be finite, got {value!r}")
         elif not isinstance(value, str):
             raise InvalidType(f"{expected}, got {value!r}")
         if self.choices is not None and value not in self.choices:

@@ -62,6 +62,14 @@ def test_usage_errors_exit_2_with_one_line_and_write_nothing(main, capsys, tmp_p
     assert not out.exists()
 
 
+def test_out_below_a_file_is_a_usage_error(main, capsys, tmp_path):
+    (tmp_path / "f").write_text("")
+    out = tmp_path / "f" / "o"
+    assert main(["run", "theory_check", "--tier", "smoke", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the results file" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_unknown_experiment_lists_every_valid_name(main, capsys, tmp_path):
     from modscale.experiments import names
 

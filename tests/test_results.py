@@ -8,7 +8,7 @@ import math
 import pytest
 
 from modscale import __version__
-from modscale.errors import InvalidType
+from modscale.errors import InvalidType, InvalidValue
 from modscale.results import (
     FORMAT,
     Record,
@@ -146,3 +146,9 @@ def test_out_path_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(ValueError, match="not a directory"):
         ResultsStore(tmp_path / "f").open()
+
+
+def test_out_path_inside_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(InvalidValue, match="cannot write the results file .*Not a directory"):
+        ResultsStore(tmp_path / "f" / "sub").open()

@@ -331,9 +331,13 @@ class ResultsStore:
             return
         if self.directory.exists() and not self.directory.is_dir():
             raise InvalidValue(f"output directory {self.directory} exists and is not a directory")
-        self.directory.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
-        f = open(self.path, "ab+")  # noqa: SIM115 - held open for the life of the store
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            f = open(self.path, "ab+")  # noqa: SIM115 - held open for the life of the store
+        except OSError as err:  # a parent that is a file, no permission, a read-only file system...
+            reason = err.strerror or type(err).__name__
+            raise InvalidValue(f"cannot write the results file {self.path}: {reason}") from None
         if fcntl is not None:
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

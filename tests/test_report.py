@@ -14,7 +14,7 @@ import pytest
 from modscale import paper
 from modscale.errors import InvalidValue
 from modscale.experiments import registry, run_sweep
-from modscale.plots import curves, render, write_report
+from modscale.plots import curves, render, save, write_report
 from modscale.plots.figure import seeds_phrase
 from modscale.plots.report import fmt, summary_text
 from modscale.results import load, make_record
@@ -172,6 +172,15 @@ def test_report_is_one_self_contained_page(theory_records, probe_records, tmp_pa
     assert "a <b>probe</b>" in text and "<because>" in text  # escaped, shown as text
     assert "sweep_probe" in text and "cpu" in text and paper.CITATION in text
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_unwritable_report_and_figure_paths_are_usage_errors(theory_records, tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(InvalidValue, match="cannot write the report"):
+        write_report(theory_records, tmp_path / "f" / "r.html")
+    (out,) = [o for o in render(theory_records) if o.name == "loss_trends"]
+    with pytest.raises(InvalidValue, match="cannot create the figures folder"):
+        save(out, tmp_path / "f" / "figures")
 
 
 def test_report_tables_put_our_numbers_beside_the_papers(theory_records, tmp_path):

@@ -136,7 +136,10 @@ def save(
 ) -> list[Path]:
     """Write ``output`` as ``directory/<name>.<format>`` for each format; returns the paths."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a parent that is a file, no permission...
+        raise InvalidValue(f"cannot create the figures folder {directory}: {err.strerror}") from None
     paths = []
     for fmt in formats:
         path = directory / f"{output.name}.{fmt}"

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from modscale import __version__, paper
+from modscale.errors import InvalidValue
 from modscale.plots.figure import FigureOutput, render
 from modscale.results import Record
 
@@ -176,10 +177,13 @@ def write_report(
     """
     path = Path(path)
     text = report_html(records, notes=notes, descriptions=descriptions, source=source, outputs=outputs)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:  # a parent that is a file, no permission...
+        raise InvalidValue(f"cannot write the report {path}: {err.strerror}") from None
     return path
 
 

@@ -281,6 +281,10 @@ def test_composite_accuracy_by_hand():
     np.testing.assert_allclose(m["slot_accuracy"], [2 / 3, 2 / 3])
     flat = composite_accuracy(logits.reshape(3, 20), labels)  # (n, 10 k) logits
     assert flat["per_slot_accuracy"] == m["per_slot_accuracy"]
+    two = composite_accuracy(logits[:2].reshape(2, 20), labels[:2])  # flat, n = k: still (n, 10 k)
+    assert two["per_slot_accuracy"] == pytest.approx(3 / 4)
+    one = composite_accuracy(logits[:1, :1].reshape(1, 10), labels[:1, :1])  # k = 1, n = 1
+    assert one["per_slot_accuracy"] == 1.0
     stacked = composite_accuracy(torch.stack([logits, torch.zeros(3, 2, 10)]), labels)
     np.testing.assert_allclose(stacked["per_slot_accuracy"], [4 / 6, 0.0])
     with pytest.raises(InvalidValue, match="logits must have shape"):
@@ -306,6 +310,8 @@ def test_evaluate_oracle_constant_and_noise():
     assert again["per_slot_accuracy"] == noisy["per_slot_accuracy"]
     other = task.evaluate(oracle, "seen", noise=1.0, generator=123)
     assert other["per_slot_accuracy"] != noisy["per_slot_accuracy"]
+    flat = task.evaluate(lambda X: oracle(X).flatten(1), batch_size=597)  # (B, 10 k); last batch: B = k
+    assert flat["per_slot_accuracy"] == 1.0 and flat["n"] == 600
 
 
 def test_evaluate_stacked_predictions():

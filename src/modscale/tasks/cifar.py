@@ -169,6 +169,15 @@ def _metrics(pred: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     return out
 
 
+def _as_slots(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Logits (..., k, 10) from (..., k, 10) or flat (..., 10 k) ones. For k > 1 the last axis tells them
+    apart (10 k vs 10) whatever the batch size; for k = 1 a flat (n, 10) or (..., n, 10) with n != 1."""
+    flat = logits.dim() >= 2 and logits.shape[-1] == k * N_CLASSES
+    if k == 1:
+        flat = flat and (logits.dim() == 2 or logits.shape[-2] != 1)
+    return logits.reshape(*logits.shape[:-1], k, N_CLASSES) if flat else logits
+
+
 def composite_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """Accuracy of composite predictions; the paper's number is ``per_slot_accuracy``.
 
@@ -192,8 +201,7 @@ def composite_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, 
             f"labels must be integer class ids of shape (n, k) or (S, n, k), got {labels.shape}"
         )
     k = labels.shape[-1]
-    if logits.dim() >= 2 and logits.shape[-1] == k * N_CLASSES and logits.shape[-2] != k:
-        logits = logits.reshape(*logits.shape[:-1], k, N_CLASSES)
+    logits = _as_slots(logits, k)
     if logits.dim() not in (3, 4) or logits.shape[-2] != k or logits.shape[-3] != labels.shape[-2]:
         raise InvalidValue(
             f"logits must have shape (n, k, C) or (S, n, k, C) matching labels {tuple(labels.shape)}, "
@@ -525,9 +533,7 @@ class CompositionalCIFAR:
             )
         preds, labels = [], []
         for X, Y in self.test_batches(which, noise, batch_size, generator):
-            out = predict(X)
-            if out.shape[-1] == self.k * N_CLASSES and out.shape[-2] != self.k:
-                out = out.reshape(*out.shape[:-1], self.k, N_CLASSES)
+            out = _as_slots(predict(X), self.k)
             if out.dim() not in (3, 4) or out.shape[-3:-1] != Y.shape:
                 raise InvalidValue(
                     f"predict must return (B, k, 10) or (S, B, k, 10) logits, got {tuple(out.shape)}"

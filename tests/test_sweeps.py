@@ -227,6 +227,25 @@ def test_a_failing_chunk_keeps_what_finished(probe, tmp_path):
     )
     assert "asked to fail" in summary.errors["sweep_probe"]
     assert summary.ran["sweep_probe"] == 3  # the second plan (seed 0 only) still ran
+    # an unexpected error keeps its traceback (where it happened) for the report of a bug
+    assert (
+        "Traceback" in summary.tracebacks["sweep_probe"]
+        and "RuntimeError" in summary.tracebacks["sweep_probe"]
+    )
+
+
+def test_a_store_that_fails_to_open_releases_its_lock(probe, tmp_path, monkeypatch):
+    from modscale.results import ResultsStore
+
+    def broken(self):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(ResultsStore, "_cut_torn_tail", broken)
+    with pytest.raises(OSError, match="disk went away"):
+        run_sweep("sweep_probe", tmp_path, tier="smoke")
+    monkeypatch.undo()
+    run_sweep("sweep_probe", tmp_path, tier="smoke")  # not "being written by another modscale process"
+    assert load(tmp_path).records
 
 
 def test_current_leaves_out_stale_records_and_says_why(probe, tmp_path):

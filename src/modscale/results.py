@@ -348,9 +348,13 @@ class ResultsStore:
                     "finish or choose another --out"
                 ) from None
         self._file = f
-        self._cut_torn_tail()
-        if created:
-            _fsync_dir(self.directory)
+        try:
+            self._cut_torn_tail()
+            if created:
+                _fsync_dir(self.directory)
+        except BaseException:
+            self.close()  # a store that failed to open holds no lock
+            raise
 
     def close(self) -> None:
         if self._file is not None:

@@ -273,6 +273,8 @@ def _print_summary(summary: Summary) -> None:
         print(line)
     for note in summary.notes:
         print(f"modscale: note: {note}", file=sys.stderr)
+    for name, text in summary.tracebacks.items():
+        print(f"modscale: {name} failed with an unexpected error:\n{text}", file=sys.stderr, end="")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

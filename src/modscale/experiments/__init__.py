@@ -18,9 +18,9 @@ from modscale.experiments.backends import (
     ChunkResult,
     LocalBackend,
     RayBackend,
+    device_and_label,
     execute_chunk,
     make_backend,
-    resolve_device,
 )
 from modscale.experiments.experiment import TIERS, Context, Experiment, Job, Param, Tier, grid
 from modscale.experiments.registry import all_experiments, get, names, register, unregister
@@ -54,7 +54,7 @@ __all__ = [
     "ChunkResult",
     "execute_chunk",
     "make_backend",
-    "resolve_device",
+    "device_and_label",
     "Search",
     "bisect_log_grid",
     "dense_grid",

@@ -40,7 +40,7 @@ def check_device(device: str) -> str:
     return device
 
 
-def resolve_device(device: str, accelerated: bool = True) -> tuple[str, str]:
+def device_and_label(device: str, accelerated: bool = True) -> tuple[str, str]:
     """(torch device, label to record) for ``device`` here. ``auto`` is CUDA when present, else the CPU.
 
     A non-accelerated experiment (numpy) always runs on ``cpu`` and never imports torch.
@@ -79,7 +79,7 @@ class ChunkResult:
 
 def execute_chunk(experiment: Experiment, jobs: Sequence[Job], tier: str, device: str) -> ChunkResult:
     """Run one chunk here: resolve the device, time ``experiment.run`` and check what it returned."""
-    torch_device, label = resolve_device(device, experiment.accelerated)
+    torch_device, label = device_and_label(device, experiment.accelerated)
     ctx = Context(device=torch_device, tier=tier, experiment=experiment.name)
     start = time.perf_counter()
     out = list(experiment.run(list(jobs), ctx))
@@ -124,7 +124,7 @@ class LocalBackend(Backend):
     name = "local"
 
     def check(self, experiment: Experiment, device: str) -> None:
-        resolve_device(device, experiment.accelerated)
+        device_and_label(device, experiment.accelerated)
 
     def map(
         self, experiment: Experiment, chunks: Sequence[Sequence[Job]], tier: str, device: str
@@ -301,5 +301,5 @@ __all__ = [
     "execute_chunk",
     "make_backend",
     "check_device",
-    "resolve_device",
+    "device_and_label",
 ]

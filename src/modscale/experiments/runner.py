@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import traceback
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modscale.errors import InvalidValue
+from modscale.errors import InvalidValue, UsageError
 from modscale.experiments import registry
 from modscale.experiments.backends import Backend, check_device, make_backend
 from modscale.experiments.experiment import Experiment, Job
@@ -85,6 +86,7 @@ class Summary:
     wall_s: dict[str, float] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    tracebacks: dict[str, str] = dataclasses.field(default_factory=dict)  # of the errors, for bug reports
 
     @property
     def results_path(self) -> Path:
@@ -136,13 +138,13 @@ def execute(
         for p in plans:
             backend.check(p.experiment, device)
         store = ResultsStore(out)
-        # Only the store's own notes are caught here (a torn tail cut off, records skipped): they go into
-        # the summary instead of stderr. Warnings raised by experiments while they run are left alone.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ResultsWarning)
-            store.open()
-            loaded = store.load()
         try:
+            # Only the store's own notes are caught here (a torn tail cut off, records skipped): they go into
+            # the summary instead of stderr. Warnings raised by experiments while they run are left alone.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ResultsWarning)
+                store.open()
+                loaded = store.load()
             summary.notes.extend(str(w.message) for w in caught if "torn" in str(w.message))
             summary.notes.extend(loaded.notes())
             done = {r.key for r in loaded.records}
@@ -171,9 +173,11 @@ def execute(
                     if not keep_going:
                         raise
                     summary.errors[name] = f"{type(exc).__name__}: {exc}"
+                    if not isinstance(exc, UsageError):  # a bug, not bad input: keep where it happened
+                        summary.tracebacks[name] = traceback.format_exc()
         finally:
             progress.finish()
-            store.close()
+            store.close()  # also when opening or loading failed: releases the lock and the file
     return summary
 
 

@@ -116,8 +116,10 @@ def test_bad_tier_and_seeds(probe):
     e = registry.get("sweep_probe")
     with pytest.raises(InvalidValue, match="tier must be one of smoke, small, paper"):
         e.jobs("huge")
-    with pytest.raises(InvalidValue, match="seeds must be an integer >= 1"):
+    with pytest.raises(InvalidValue, match="seeds must be >= 1, got 0"):
         e.jobs("smoke", seeds=0)
+    with pytest.raises(InvalidType, match="seeds must be an integer, got 1.5"):
+        e.jobs("smoke", seeds=1.5)
 
 
 def test_unknown_experiment_lists_the_valid_names(probe):

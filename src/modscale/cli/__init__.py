@@ -18,11 +18,19 @@ from modscale.errors import UsageError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
+class _ParserError(UsageError):
+    """A command line argparse rejected; ``prog`` names the (sub)command, as argparse itself would."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors as one line (no usage dump) and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        raise _ParserError(self.prog, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return int(args.handler(args) or EXIT_OK)
     except UsageError as exc:
-        print(f"modscale: error: {exc}", file=sys.stderr)
+        print(f"{getattr(exc, 'prog', 'modscale')}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("modscale: interrupted", file=sys.stderr)

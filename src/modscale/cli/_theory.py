@@ -115,8 +115,10 @@ def _print(model: str, cols: dict, results: dict, *, as_json: bool) -> None:
 
 
 def _fmt(x: float) -> str:
-    if not np.isfinite(x):
-        return "inf"
+    if np.isnan(x):
+        return "nan"
+    if np.isinf(x):
+        return "inf" if x > 0 else "-inf"
     if float(x).is_integer() and abs(x) < 1e7:
         return str(int(x))
     return f"{x:.4g}"

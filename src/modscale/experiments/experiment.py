@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
+from modscale._checks import check_int
 from modscale.errors import InvalidType, InvalidValue
 from modscale.results import config_hash
 
@@ -145,8 +146,7 @@ class Tier:
     note: str = ""
 
     def __init__(self, configs: Sequence[Mapping[str, Any]], seeds: int = 1, note: str = ""):
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise InvalidValue(f"Tier seeds must be an integer >= 1, got {seeds!r}")
+        seeds = check_int("Tier seeds", seeds, low=1)
         object.__setattr__(self, "configs", tuple(dict(c) for c in configs))
         object.__setattr__(self, "seeds", seeds)
         object.__setattr__(self, "note", note)
@@ -305,8 +305,7 @@ class Experiment:
         declared = self.tiers[tier]
         if seeds is None:
             seeds = declared.seeds
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise InvalidValue(f"seeds must be an integer >= 1, got {seeds!r}")
+        seeds = check_int("seeds", seeds, low=1)
         fixed = self.parse_overrides(overrides)
         configs: dict[str, dict[str, Any]] = {}
         for base in declared.configs:

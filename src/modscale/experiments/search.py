@@ -58,7 +58,7 @@ def _check(grid: np.ndarray, n_jobs: int) -> np.ndarray:
 def _call(evaluate: Evaluate, jobs: np.ndarray, n: np.ndarray) -> np.ndarray:
     losses = np.asarray(evaluate(jobs, n), dtype=float)
     if losses.shape != jobs.shape:
-        raise ValueError(f"evaluate returned shape {losses.shape} for {len(jobs)} jobs")
+        raise InvalidValue(f"evaluate must return one loss per job: shape {jobs.shape}, got {losses.shape}")
     return losses
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from modscale.errors import InvalidValue
 from modscale.plots.figure import Comparison, FigureOutput, figure, new_figure, seeds_phrase
 from modscale.plots.stats import curve, draw
 from modscale.results import Record
@@ -62,7 +63,7 @@ def sine_theory_fit(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
     away = (p / n < 1 / NEAR) | (p / n > NEAR)
     try:
         f = fit(n[away], p[away], m[away], test[away], train_loss=train[away])
-    except ValueError as err:  # too few points (e.g. a smoke run): draw the networks alone
+    except InvalidValue as err:  # too few points (e.g. a smoke run): draw the networks alone
         f = None
         note = f" The theory could not be fitted: {err}."
     seeds: list[int] = []

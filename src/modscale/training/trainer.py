@@ -231,13 +231,26 @@ def _check_config(cfg: TrainConfig, batch_source: bool) -> None:
         raise InvalidValue(
             f"loss must be 'mse' or a callable (pred, y) -> per-sample losses, got {cfg.loss!r}"
         )
-    b1, b2 = cfg.betas
-    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+    betas = cfg.betas
+    if not (
+        isinstance(betas, tuple | list)
+        and len(betas) == 2
+        and all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in betas)
+    ):
+        raise InvalidType(f"betas must be two numbers (beta1, beta2), got {betas!r}")
+    if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
         raise InvalidValue(f"betas must lie in [0, 1), got {cfg.betas}")
+    for name in ("eps", "min_delta"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InvalidType(f"{name} must be a number, got {value!r}")
     if not (cfg.eps > 0 and math.isfinite(cfg.eps)):
         raise InvalidValue(f"eps must be positive and finite, got {cfg.eps}")
     if not (cfg.min_delta >= 0 and math.isfinite(cfg.min_delta)):
         raise InvalidValue(f"min_delta must be finite and >= 0, got {cfg.min_delta}")
+    for name in ("early_stopping", "compile"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise InvalidType(f"{name} must be True or False, got {getattr(cfg, name)!r}")
     check_choice("on_nonfinite", cfg.on_nonfinite, ("raise", "freeze"))
 
 

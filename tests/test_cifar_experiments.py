@@ -185,8 +185,8 @@ def test_training_rows_are_nested_seen_and_seed_specific(task):
 
 def test_stacked_batches_give_each_replica_its_own_epochs(task):
     rows = torch.stack([ct.training_rows(task, 50, 0, s) for s in (7, 3)])  # (S=2, n=50, k)
-    both = ct.StackedBatches(task, rows, 16, seeds=[7, 3], split_seed=0)
-    alone = ct.StackedBatches(task, rows[1:], 16, seeds=[3], split_seed=0)
+    both = ct.replica_batches(task, rows, 16, seeds=[7, 3], split_seed=0)
+    alone = ct.replica_batches(task, rows[1:], 16, seeds=[3], split_seed=0)
     seen = []
     for step in range(2 * 4):  # two epochs of ceil(50 / 16) = 4 batches
         (X2, Y2), (X1, Y1) = both(step, None), alone(step, None)

@@ -196,6 +196,59 @@ def test_fixed_training_sets_are_nested_and_seeded(data):
     assert not torch.equal(small, other)
 
 
+def test_training_rows_are_nested_seen_and_follow_their_chunk_seeds(data):
+    task = CompositionalCIFAR(3, data=data, generator=0)
+    big = task.training_rows(2500, lambda c: 40 + c)
+    assert big.shape == (2500, 3) and torch.equal(task.training_rows(1100, lambda c: 40 + c), big[:1100])
+    assert not task.is_held_out(task.labels(big, "train")).any()  # seen combinations only
+    # chunk c (rows 1024 c ...) comes from chunk_seed(c) alone: change chunk 1's seed, chunk 0 stays
+    other = task.training_rows(2500, lambda c: 40 + c if c != 1 else 7)
+    assert torch.equal(other[:1024], big[:1024]) and not torch.equal(other[1024:2048], big[1024:2048])
+    assert torch.equal(other[2048:], big[2048:])
+    # the fixed training set is the same draw with the task's own chunk seeds
+    fixed = CompositionalCIFAR(3, n_train=1100, data=data, generator=0)
+    assert torch.equal(fixed.train_indices, fixed.training_rows(1100, lambda c: fixed._seeds["train"] + c))
+
+
+def test_replica_batch_source_gives_each_replica_its_own_epochs(data):
+    task = CompositionalCIFAR(2, data=data, generator=0)
+    rows = torch.stack([task.training_rows(50, lambda c, s=s: 10 * s + c) for s in (7, 3)])  # (S=2, 50, k)
+    both = task.replica_batch_source(rows, 16, [lambda e: 100 + e, lambda e: 200 + e])
+    alone = task.replica_batch_source(rows[1:], 16, [lambda e: 200 + e])
+    per_replica = [[], []]
+    for step in range(2 * 4):  # two epochs of 16, 16, 16, 2
+        (X2, Y2), (X1, Y1) = both(step, None), alone(step, None)
+        assert X2.shape == (2, [16, 16, 16, 2][step % 4], 3, 32, 64) and Y2.shape == X2.shape[:2] + (2,)
+        assert torch.equal(X2[1], X1[0]) and torch.equal(Y2[1], Y1[0])  # independent of the stack
+        for s in range(2):
+            per_replica[s].append(X2[s])
+    for s in range(2):  # every row of replica s exactly once per epoch, in a new order each epoch
+        keys = torch.sort(task.compose(rows[s]).flatten(1).sum(1)).values
+        for epoch in (per_replica[s][:4], per_replica[s][4:]):
+            torch.testing.assert_close(torch.sort(torch.cat(epoch).flatten(1).sum(1)).values, keys)
+        assert not torch.equal(per_replica[s][0], per_replica[s][4])
+    # epoch e's order is randperm(n) from epoch_seeds[s](e): a second route to batch 0 of epoch 1
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(101))[:16]
+    torch.testing.assert_close(per_replica[0][4], task.compose(rows[0][order]))
+
+
+def test_replica_batch_source_bad_input(data):
+    task = CompositionalCIFAR(2, data=data, generator=0)
+    rows = task.training_rows(20, lambda c: c)[None]  # (1, 20, 2)
+    with pytest.raises(InvalidValue, match="rows must be an integer tensor"):
+        task.replica_batch_source(rows.float(), 4, [lambda e: e])
+    with pytest.raises(InvalidValue, match="rows must have shape"):
+        task.replica_batch_source(torch.zeros(1, 20, 3, dtype=torch.long), 4, [lambda e: e])
+    with pytest.raises(InvalidValue, match="epoch_seeds must hold one callable"):
+        task.replica_batch_source(rows, 4, [lambda e: e, lambda e: e])
+    with pytest.raises(InvalidValue, match="batch_size"):
+        task.replica_batch_source(rows, 0, [lambda e: e])
+    with pytest.raises(InvalidType, match="chunk_seed"):
+        task.training_rows(20, 3)
+    with pytest.raises(InvalidValue, match="n must be >= 1"):
+        task.training_rows(0, lambda c: c)
+
+
 def test_fixed_test_sets(data):
     task = CompositionalCIFAR(3, n_test=700, data=data, generator=0)
     seen, unseen = task.test_indices("seen"), task.test_indices("unseen")

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from modscale.data import default_cache_dir, load_cifar10, locate_cifar10
 from modscale.data.cifar10 import Cifar10Arrays
 from modscale.errors import InvalidValue
+from modscale.experiments._seeds import mix_seed
 from modscale.experiments.experiment import Context, Job
 from modscale.models.image import ImageModularNet, MonolithicCNN, slot_cross_entropy
 from modscale.tasks.cifar import CompositionalCIFAR
@@ -63,7 +64,6 @@ from modscale.training import train
 METHODS = ("monolithic", "modular-random", "modular-kernel", "modular-true")
 KERNEL_STRATEGIES = ("deflation", "independent")
 N_CLASSES = 10
-CHUNK = 1024  # training rows drawn per seeded chunk (nested samples)
 # The kernel rule's search effort per module (deflation): candidates screened, restarts optimised together,
 # backfitting passes. Smaller than the rule's defaults (32, 4, 1): at k = 4 they cost 2-3x the time for
 # projections as slot-like on 1024 composites (measured); the small tier has about five CPU minutes.
@@ -141,11 +141,6 @@ def cifar_arrays() -> Cifar10Arrays:
     return _arrays(*_location())
 
 
-def _seed(*parts: int) -> int:
-    """A 63-bit seed mixed from integers (numpy's SeedSequence): independent streams per purpose and seed."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
-
-
 def build_task(config: dict[str, Any], device: str) -> CompositionalCIFAR:
     """The task of a config: held-out tuples and test sets from ``split_seed``; no fixed training set.
 
@@ -168,46 +163,17 @@ def _task(k: int, holdout: float, n_test: int, split_seed: int, device: str, loc
 
 
 def training_rows(task: CompositionalCIFAR, n: int, split_seed: int, seed: int) -> torch.Tensor:
-    """Seed ``seed``'s training sample: image indices (n, k) of seen class tuples, nested in n."""
-    chunks = []
-    for c in range(math.ceil(n / CHUNK)):  # row r never depends on n: chunk c has its own seed
-        gen = torch.Generator().manual_seed(_seed(_STREAMS["train_rows"], split_seed, seed, c))
-        chunks.append(task.sample_images(task.sample_tuples(CHUNK, "seen", gen), "train", gen))
-    return torch.cat(chunks)[:n]
+    """Seed ``seed``'s training sample: image indices (n, k) of seen class tuples, nested in n
+    (:meth:`CompositionalCIFAR.training_rows`, chunk c seeded by (split_seed, seed, c))."""
+    return task.training_rows(n, functools.partial(mix_seed, _STREAMS["train_rows"], split_seed, seed))
 
 
-class StackedBatches:
-    """Per-replica minibatches for :func:`modscale.training.train`: X (S, B, 3, 32, 32k), Y (S, B, k).
-
-    Replica s walks shuffled epochs of its own rows ``rows[s]`` (n, k); epoch e's order is a permutation
-    seeded by (split_seed, seed_s, e), so a replica sees the same batches whatever else is in the stack. The
-    last batch of an epoch may be smaller (all replicas have the same n, so the same batch sizes).
-    """
-
-    def __init__(self, task: CompositionalCIFAR, rows: torch.Tensor, batch_size: int, seeds, split_seed: int):
-        self.task, self.rows, self.B = task, rows, batch_size  # rows (S, n, k)
-        self.seeds, self.split_seed = list(seeds), split_seed
-        self.n = rows.shape[1]
-        self.per_epoch = math.ceil(self.n / batch_size)
-        self._epoch: tuple[int, torch.Tensor] | None = None
-
-    def _order(self, epoch: int) -> torch.Tensor:  # (S, n)
-        perms = []
-        for s in self.seeds:
-            gen = torch.Generator().manual_seed(_seed(_STREAMS["order"], self.split_seed, s, epoch))
-            perms.append(torch.randperm(self.n, generator=gen))
-        return torch.stack(perms)
-
-    def __call__(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, pos = divmod(step, self.per_epoch)
-        if self._epoch is None or self._epoch[0] != epoch:
-            self._epoch = (epoch, self._order(epoch))
-        take = self._epoch[1][:, pos * self.B : (pos + 1) * self.B]  # (S, b)
-        idx = torch.gather(self.rows, 1, take.unsqueeze(-1).expand(-1, -1, self.task.k))  # (S, b, k)
-        S, b, k = idx.shape
-        X = self.task.compose(idx.reshape(S * b, k), "train")  # (S b, 3, 32, 32k)
-        Y = self.task.labels(idx.reshape(S * b, k), "train")
-        return X.view(S, b, *X.shape[1:]), Y.view(S, b, k)
+def replica_batches(task: CompositionalCIFAR, rows: torch.Tensor, batch_size: int, seeds, split_seed: int):
+    """Per-replica minibatches X (S, B, 3, 32, 32k), Y (S, B, k) of rows (S, n, k)
+    (:meth:`CompositionalCIFAR.replica_batch_source`): replica s's epoch e is ordered by a permutation
+    seeded by (split_seed, seed_s, e), so a replica sees the same batches whatever else is in the stack."""
+    orders = [functools.partial(mix_seed, _STREAMS["order"], split_seed, s) for s in seeds]
+    return task.replica_batch_source(rows, batch_size, orders)
 
 
 # --------------------------------------------------------------------------------------------- kernel init
@@ -252,7 +218,7 @@ def kernel_slot_projections(
         **KERNEL_SEARCH,
         bandwidth=None,  # median heuristic: the pooled pixels are not on the unit scale of the defaults
         init="random",  # the paper: random starts
-        generator=_seed(_STREAMS["kernel"], seed),
+        generator=mix_seed(_STREAMS["kernel"], seed),
         device=device,
         progress=False,
     )
@@ -303,7 +269,7 @@ def run(jobs: Sequence[Job], ctx: Context) -> list[dict[str, Any]]:
     task = build_task(config, device)  # loads (and validates) the data: any data error is raised here
 
     rows = torch.stack([training_rows(task, config["n_train"], config["split_seed"], s) for s in seeds])
-    inits = [_seed(_STREAMS["init"], s) for s in seeds]
+    inits = [mix_seed(_STREAMS["init"], s) for s in seeds]
     if method == "monolithic":  # as many parameters as the modular network (closed-form counts)
         p = ImageModularNet.count_parameters(k, k, channels, config["hidden"])
         net = MonolithicCNN(
@@ -326,7 +292,7 @@ def run(jobs: Sequence[Job], ctx: Context) -> list[dict[str, Any]]:
         start = projection_alignment(net.projections)
 
     steps = config["epochs"] * math.ceil(config["n_train"] / config["batch_size"])
-    batches = StackedBatches(task, rows, config["batch_size"], seeds, config["split_seed"])
+    batches = replica_batches(task, rows, config["batch_size"], seeds, config["split_seed"])
     t0 = time.perf_counter()
     hist = train(
         net,
@@ -400,7 +366,7 @@ __all__ = [
     "parse_channels",
     "build_task",
     "training_rows",
-    "StackedBatches",
+    "replica_batches",
     "slot_features",
     "kernel_slot_projections",
     "projection_alignment",

@@ -62,6 +62,7 @@ import torch
 
 from modscale._checks import check_choice, check_int
 from modscale.errors import InvalidValue
+from modscale.experiments._seeds import mix_seed
 from modscale.experiments.experiment import Param
 from modscale.models import MLP, ModularNet
 from modscale.tasks import SineTask
@@ -151,11 +152,11 @@ def training_for(tier: str, config: dict[str, Any] | None = None) -> Training:
 
 
 def seed_for(seed: int, purpose: str, *extra: int) -> int:
-    """An integer seed for one purpose of one job (``"task"``, ``"train"``, ``"init"``, ...), from numpy's
-    SeedSequence: independent streams that depend on (seed, purpose, extra) only."""
+    """An integer seed for one purpose of one job (``"task"``, ``"train"``, ``"init"``, ...):
+    ``mix_seed(seed, purpose's number, *extra)``, independent streams that depend on (seed, purpose, extra)
+    only."""
     check_choice("purpose", purpose, tuple(_PURPOSES))
-    words = [check_int("seed", seed, low=0), _PURPOSES[purpose], *(int(e) for e in extra)]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return mix_seed(check_int("seed", seed, low=0), _PURPOSES[purpose], *extra)
 
 
 # ------------------------------------------------------------------------------------------------- setup

@@ -45,6 +45,11 @@ Training data, two ways:
   nested: the first n rows of the set for n_train = 5000 are the set for n_train = n (same generator).
 - on the fly: :meth:`sample` or :meth:`batch_source` without ``n_train``, fresh composites every batch.
 
+For a sweep that trains S seeds as one stacked model, each seed its own sample and batch order:
+:meth:`training_rows` draws a sample the same nested way from seeds the caller gives (chunk c from
+``chunk_seed(c)``), and :meth:`replica_batch_source` walks each replica's own rows in its own seeded epochs,
+returning (S, B, ...) batches.
+
 Test sets are fixed and seeded the same way: ``n_test`` composites of seen and of unseen tuples.
 
 Example::
@@ -59,7 +64,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -453,17 +458,40 @@ class CompositionalCIFAR:
         idx = self.sample_images(self.sample_tuples(n, which, gen), split, gen)
         return self.compose(idx, split, noise, gen), self.labels(idx, split)
 
-    # fixed sets --------------------------------------------------------------------------------------------
+    # fixed sets and training samples ---------------------------------------------------------------------
+    def _nested_rows(self, n: int, chunk_seed: Callable[[int], int], split: str, which: str) -> torch.Tensor:
+        """n rows (n, k) drawn in whole chunks of CHUNK, chunk c from a generator seeded with chunk_seed(c),
+        then cut to n: row r never depends on n, so the first m rows of any larger draw are the draw of m."""
+        chunks = []
+        for c in range(math.ceil(n / CHUNK)):
+            gen = torch.Generator().manual_seed(int(chunk_seed(c)))
+            chunks.append(self.sample_images(self.sample_tuples(CHUNK, which, gen), split, gen))
+        return torch.cat(chunks)[:n]
+
     def _fixed_indices(self, name: str, n: int, split: str, which: str) -> torch.Tensor:
-        """n rows drawn chunk by chunk from per-chunk seeds: the first m rows do not depend on n."""
+        """The task's own fixed set ``name`` of n rows: chunk c seeded by the task's seed for it, plus c."""
         key = f"{name}:{n}"
         if key not in self._fixed:
-            chunks = []
-            for c in range(math.ceil(n / CHUNK)):  # whole chunks, then cut: row r never depends on n
-                gen = torch.Generator().manual_seed(self._seeds[name] + c)
-                chunks.append(self.sample_images(self.sample_tuples(CHUNK, which, gen), split, gen))
-            self._fixed[key] = torch.cat(chunks)[:n]
+            base = self._seeds[name]
+            self._fixed[key] = self._nested_rows(n, lambda c: base + c, split, which)
         return self._fixed[key]
+
+    def training_rows(self, n: int, chunk_seed: Callable[[int], int]) -> torch.Tensor:
+        """A training sample of its own: image indices (n, k) into the training split, seen tuples only.
+
+        Drawn like the fixed training set (chunks of 1024 rows, chunk c from a generator seeded with
+        ``chunk_seed(c)``, an int >= 0), so samples are nested in n: the first m rows of the sample of size n
+        are the sample of size m. A sweep gives every seed its own ``chunk_seed`` and thus its own sample,
+        independent of the task's fixed sets. Example::
+
+            rows = task.training_rows(5000, lambda c: 1000 * seed + c)   # (5000, k), nested in n
+        """
+        n = check_int("n", n, low=1)
+        if not callable(chunk_seed):
+            raise InvalidType(
+                f"chunk_seed must be a callable chunk index -> int seed, got {type(chunk_seed).__name__}"
+            )
+        return self._nested_rows(n, chunk_seed, "train", "seen")
 
     @property
     def train_indices(self) -> torch.Tensor:
@@ -497,7 +525,33 @@ class CompositionalCIFAR:
         composites each step, drawn from ``generator``.
         """
         batch_size = check_int("batch_size", batch_size, low=1)
-        return _BatchSource(self, batch_size)
+        if self.n_train is None:
+            return _BatchSource(self, batch_size)
+        return _BatchSource(self, batch_size, self.train_indices.unsqueeze(0))
+
+    def replica_batch_source(
+        self, rows: torch.Tensor, batch_size: int, epoch_seeds: Sequence[Callable[[int], int]]
+    ) -> Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]:
+        """Per-replica minibatches for a stacked model: ``batch(step, generator) -> (X, Y)`` with
+        X (S, B, 3, 32, 32k) and Y (S, B, k), for :func:`modscale.training.train`.
+
+        rows (S, n, k): replica s's own training sample (e.g. :meth:`training_rows`). Replica s walks shuffled
+        epochs of ``rows[s]``; epoch e's order is ``torch.randperm(n)`` from a generator seeded with
+        ``epoch_seeds[s](e)``, so a replica sees the same batches whatever else is in the stack, and the
+        trainer's generator is not used. The last batch of an epoch may be smaller (the same size for every
+        replica: they share n).
+        """
+        batch_size = check_int("batch_size", batch_size, low=1)
+        if not isinstance(rows, torch.Tensor) or rows.is_floating_point() or rows.dim() != 3:
+            raise InvalidValue(f"rows must be an integer tensor of shape (S, n, k={self.k})")
+        if rows.shape[2] != self.k or rows.shape[0] < 1 or rows.shape[1] < 1:
+            raise InvalidValue(f"rows must have shape (S >= 1, n >= 1, k={self.k}), got {tuple(rows.shape)}")
+        epoch_seeds = list(epoch_seeds)
+        if len(epoch_seeds) != rows.shape[0] or not all(callable(f) for f in epoch_seeds):
+            raise InvalidValue(
+                f"epoch_seeds must hold one callable epoch -> int seed per replica (S = {rows.shape[0]})"
+            )
+        return _BatchSource(self, batch_size, rows.to("cpu", torch.int64), epoch_seeds)
 
     # evaluation --------------------------------------------------------------------------------------------
     def test_batches(self, which: str = "seen", noise: float = 0.0, batch_size: int = 500, generator=None):
@@ -546,28 +600,49 @@ class CompositionalCIFAR:
 
 
 class _BatchSource:
-    """Training batches for the trainer's batch protocol (see :meth:`CompositionalCIFAR.batch_source`)."""
+    """Training batches for the trainer's batch protocol (:meth:`CompositionalCIFAR.batch_source`,
+    :meth:`CompositionalCIFAR.replica_batch_source`).
 
-    def __init__(self, task: CompositionalCIFAR, batch_size: int):
-        self.task, self.batch_size = task, batch_size
-        self._base: int | None = None
+    rows None: fresh composites each step from the trainer's generator. rows (S, n, k): replica s walks
+    shuffled epochs of rows[s], epoch e ordered by a permutation seeded with epoch_seeds[s](e); without
+    epoch_seeds (the task's fixed set, S = 1) the seed is b + e with b drawn from the trainer's generator at
+    step 0, and batches are (B, ...) rather than (1, B, ...).
+    """
+
+    def __init__(self, task: CompositionalCIFAR, batch_size: int, rows=None, epoch_seeds=None):
+        self.task, self.B = task, batch_size
+        self.rows = rows  # (S, n, k) or None
+        self.epoch_seeds = epoch_seeds  # one callable per replica, or None: drawn at step 0
+        self.stacked = epoch_seeds is not None
         self._epoch: tuple[int, torch.Tensor] | None = None
 
+    def _order(self, epoch: int) -> torch.Tensor:  # (S, n): each replica's permutation of its rows
+        n = self.rows.shape[1]
+        perms = [
+            torch.randperm(n, generator=torch.Generator().manual_seed(int(f(epoch))))
+            for f in self.epoch_seeds
+        ]
+        return torch.stack(perms)
+
     def __call__(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        task, B = self.task, self.batch_size
-        if task.n_train is None:
+        task, B = self.task, self.B
+        if self.rows is None:
             return task.sample(B, generator)
-        if step == 0 or self._base is None:
-            self._base = _draw_seed(as_generator(generator))
+        if not self.stacked and (step == 0 or self.epoch_seeds is None):
+            base = _draw_seed(as_generator(generator))
+            self.epoch_seeds = [lambda e: base + e]
             self._epoch = None  # a new run: an order cached by an earlier run must not be reused
-        per_epoch = math.ceil(task.n_train / B)
-        epoch, pos = divmod(step, per_epoch)
+        epoch, pos = divmod(step, math.ceil(self.rows.shape[1] / B))
         if self._epoch is None or self._epoch[0] != epoch:
-            gen = torch.Generator().manual_seed(self._base + epoch)
-            self._epoch = (epoch, torch.randperm(task.n_train, generator=gen))
-        rows = self._epoch[1][pos * B : (pos + 1) * B]
-        idx = task.train_indices[rows]
-        return task.compose(idx, "train"), task.labels(idx, "train")
+            self._epoch = (epoch, self._order(epoch))
+        take = self._epoch[1][:, pos * B : (pos + 1) * B]  # (S, b)
+        idx = torch.gather(self.rows, 1, take.unsqueeze(-1).expand(-1, -1, task.k))  # (S, b, k)
+        S, b, k = idx.shape
+        X = task.compose(idx.reshape(S * b, k), "train")  # (S b, 3, 32, 32k)
+        Y = task.labels(idx.reshape(S * b, k), "train")  # (S b, k)
+        if not self.stacked:
+            return X, Y
+        return X.view(S, b, *X.shape[1:]), Y.view(S, b, k)
 
 
 __all__ = ["CompositionalCIFAR", "TuplePermutation", "composite_accuracy", "NOISE_LEVELS"]

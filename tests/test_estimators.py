@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from modscale.errors import InvalidValue
+from modscale.errors import InvalidType, InvalidValue
 from modscale.estimators import ModularClassifier, ModularRegressor
 from modscale.models import MLP, ModularNet
 from modscale.rules import recovery_score
@@ -115,6 +115,14 @@ def test_bad_input():
         ModularRegressor(**QUICK).fit(X[:1], y[:1])
     with pytest.raises(InvalidValue, match="validation_fraction"):
         ModularRegressor(validation_fraction=1.5, **QUICK).fit(X, y)
+    for lr, error in (
+        (0.0, InvalidValue),
+        (float("inf"), InvalidValue),
+        ("fast", InvalidType),
+        (True, InvalidType),
+    ):
+        with pytest.raises(error, match="lr must be a positive finite number"):
+            ModularRegressor(**{**QUICK, "lr": lr}).fit(X, y)
 
 
 def _monolithic_mse(X, y, Xt, yt, width, steps, seed):

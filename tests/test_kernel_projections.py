@@ -251,6 +251,8 @@ def test_bad_input_raises_before_any_work():
         (dict(lr=0.0), InvalidValue, "lr"),
         (dict(jitter=-1.0), InvalidValue, "jitter"),
         (dict(bandwidth=0.0), InvalidValue, "bandwidth"),
+        (dict(bandwidth="wide"), InvalidType, "bandwidth must be a positive finite number or None"),
+        (dict(ridge=float("nan")), InvalidValue, "ridge must be a positive finite number"),
         (dict(steps=0), InvalidValue, "steps"),
         (dict(restarts=0), InvalidValue, "restarts"),
         (dict(generator="seed"), InvalidType, "generator"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,19 @@ def check_positive(name: str, value: Any, *, allow_inf: bool = False) -> np.ndar
         allowed = "positive" if allow_inf else "positive and finite"
         raise InvalidValue(f"{name} must be {allowed}, got {shown:g}")
     return arr
+
+
+def check_positive_number(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    """``value`` must be one real number (bools excluded), finite and > 0; returned as a float. With
+    ``allow_none``, None is allowed and returned as is (e.g. "choose it for me")."""
+    if value is None and allow_none:
+        return None
+    extra = " or None" if allow_none else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidType(f"{name} must be a positive finite number{extra}, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidValue(f"{name} must be a positive finite number{extra}, got {value!r}")
+    return float(value)
 
 
 def check_at_least(name: str, value: Any, low: float, *, what: str = "") -> np.ndarray:
@@ -70,4 +84,11 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     return value
 
 
-__all__ = ["as_float_array", "check_positive", "check_at_least", "check_int", "check_choice"]
+__all__ = [
+    "as_float_array",
+    "check_positive",
+    "check_positive_number",
+    "check_at_least",
+    "check_int",
+    "check_choice",
+]

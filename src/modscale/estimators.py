@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 import numbers
 from functools import partial
 
@@ -36,7 +35,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, Transfo
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from modscale._checks import check_choice, check_int
+from modscale._checks import check_choice, check_int, check_positive_number
 from modscale.errors import InvalidType, InvalidValue
 from modscale.models import ModularNet
 from modscale.rules import STRATEGIES, kernel_projections
@@ -59,16 +58,6 @@ def _seed(random_state) -> int:
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(2**31 - 1))
     raise InvalidType(f"random_state must be None, an int or a numpy RandomState, got {random_state!r}")
-
-
-def _positive(name: str, value) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not (math.isfinite(value) and value > 0)
-    ):
-        raise InvalidValue(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def _module_fn(layers, z: torch.Tensor) -> torch.Tensor:
@@ -142,7 +131,7 @@ class _ModularEstimator(BaseEstimator):
         check_int("width", self.width, low=1)
         check_int("depth", self.depth, low=1)
         check_int("max_steps", self.max_steps, low=1)
-        _positive("lr", self.lr)
+        check_positive_number("lr", self.lr)
         check_int("batch_size", self.batch_size, low=1)
         check_int("kernel_steps", self.kernel_steps, low=1)
         check_int("kernel_batch_size", self.kernel_batch_size, low=2)

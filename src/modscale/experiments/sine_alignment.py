@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from modscale.errors import InvalidValue
 from modscale.experiments.experiment import Context, Experiment, Job, Param, Tier, grid
 from modscale.experiments.sine_common import (
     KERNEL_RULE,
     Setup,
+    check_common,
     common_params,
     cpu_threads,
     draw,
@@ -55,11 +55,6 @@ _DIGITS = 5  # stored projections: rounded, they only feed the picture
 
 def setup_of(config: dict[str, Any]) -> Setup:
     return Setup(config["method"], m=config["m"], k=config["k"], p=config["p"], b=config["b"])
-
-
-def check(config: dict[str, Any]) -> None:
-    if config["b"] > config["m"]:
-        raise InvalidValue(f"config key 'b' must be <= m = {config['m']}, got {config['b']}")
 
 
 def _rounded(U: torch.Tensor) -> list:
@@ -160,7 +155,7 @@ EXPERIMENTS = (
             ),  # fmt: skip
         },
         run=run,
-        check=check,
+        check=check_common,
         max_chunk=64,
         paper="sims, tsne",
         cost=_cost,

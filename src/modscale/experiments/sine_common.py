@@ -151,6 +151,19 @@ def training_for(tier: str, config: dict[str, Any] | None = None) -> Training:
     return t
 
 
+def check_common(config: dict[str, Any]) -> None:
+    """The config checks every sine experiment shares, run before any work: module inputs b <= m
+    (:class:`Setup` enforces it too, but only once a run builds one)."""
+    if config["b"] > config["m"]:
+        raise InvalidValue(f"config key 'b' must be <= m = {config['m']}, got {config['b']}")
+
+
+def stack_key_all_but_n(config: dict[str, Any]) -> tuple:
+    """A ``stack_key``: jobs whose configs differ only in n share a stack (one network shape; each replica
+    trains on its own first n samples through the trainer's mask)."""
+    return tuple(sorted((key, v) for key, v in config.items() if key != "n"))
+
+
 def seed_for(seed: int, purpose: str, *extra: int) -> int:
     """An integer seed for one purpose of one job (``"task"``, ``"train"``, ``"init"``, ...):
     ``mix_seed(seed, purpose's number, *extra)``, independent streams that depend on (seed, purpose, extra)
@@ -533,6 +546,8 @@ __all__ = [
     "KERNEL_RULE",
     "common_params",
     "training_for",
+    "check_common",
+    "stack_key_all_but_n",
     "seed_for",
     "Setup",
     "make_task",

@@ -25,11 +25,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from modscale.errors import InvalidValue
 from modscale.experiments.experiment import Context, Experiment, Job, Param, Tier, grid
 from modscale.experiments.sine_common import (
     KERNEL_RULE,
     Setup,
+    check_common,
     common_params,
     cpu_threads,
     run_stack,
@@ -42,11 +42,6 @@ KERNELS = ("rbf", "laplace", "arccos", "ntk", "random")
 def setup_of(config: dict[str, Any]) -> Setup:
     method = "modular-random" if config["kernel"] == "random" else "modular-kernel"
     return Setup(method, m=config["m"], k=config["k"], p=config["p"], b=config["b"])
-
-
-def check(config: dict[str, Any]) -> None:
-    if config["b"] > config["m"]:
-        raise InvalidValue(f"config key 'b' must be <= m = {config['m']}, got {config['b']}")
 
 
 def run(jobs: Sequence[Job], ctx: Context) -> list[dict[str, Any]]:
@@ -108,7 +103,7 @@ EXPERIMENTS = (
             ),  # fmt: skip
         },
         run=run,
-        check=check,
+        check=check_common,
         max_chunk=64,
         paper="(the paper's kernel is not given)",
         cost=_cost,

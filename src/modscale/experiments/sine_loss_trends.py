@@ -26,9 +26,15 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from modscale.errors import InvalidValue
 from modscale.experiments.experiment import Context, Experiment, Job, Param, Tier, grid
-from modscale.experiments.sine_common import Setup, common_params, cpu_threads, run_stack, training_for
+from modscale.experiments.sine_common import (
+    Setup,
+    check_common,
+    common_params,
+    cpu_threads,
+    run_stack,
+    training_for,
+)
 
 M_RANGE = list(range(2, 10))
 K_RANGE = list(range(2, 10))
@@ -47,11 +53,6 @@ def _panels(ms, ks, p_lines, p_sweep, n_sweep, ms_sweep, *, modular_m: bool = Fa
 
 def setup_of(config: dict[str, Any]) -> Setup:
     return Setup(_METHOD[config["model"]], m=config["m"], k=config["k"], p=config["p"], b=config["b"])
-
-
-def check(config: dict[str, Any]) -> None:
-    if config["b"] > config["m"]:
-        raise InvalidValue(f"config key 'b' must be <= m = {config['m']}, got {config['b']}")
 
 
 def stack_key(config: dict[str, Any]) -> tuple:
@@ -118,7 +119,7 @@ EXPERIMENTS = (
             ),
         },  # fmt: skip
         run=run,
-        check=check,
+        check=check_common,
         stack_key=stack_key,
         max_chunk=64,
         paper="loss_trends (Fig.: loss vs k, m, p, n; solid = network)",

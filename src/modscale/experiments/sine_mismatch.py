@@ -16,14 +16,15 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from modscale.errors import InvalidValue
 from modscale.experiments.experiment import Context, Experiment, Job, Param, Tier, grid
 from modscale.experiments.sine_common import (
     KERNEL_RULE,
     Setup,
+    check_common,
     common_params,
     cpu_threads,
     run_stack,
+    stack_key_all_but_n,
     training_for,
 )
 
@@ -32,15 +33,6 @@ METHODS = ("modular-kernel", "modular-random")
 
 def setup_of(config: dict[str, Any]) -> Setup:
     return Setup(config["method"], m=config["m"], k=config["k"], p=config["p"], b=config["b"], K=config["K"])
-
-
-def check(config: dict[str, Any]) -> None:
-    if config["b"] > config["m"]:
-        raise InvalidValue(f"config key 'b' must be <= m = {config['m']}, got {config['b']}")
-
-
-def stack_key(config: dict[str, Any]) -> tuple:
-    return tuple(sorted((key, v) for key, v in config.items() if key != "n"))
 
 
 def run(jobs: Sequence[Job], ctx: Context) -> list[dict[str, Any]]:
@@ -86,8 +78,8 @@ EXPERIMENTS = (
             ),  # fmt: skip
         },
         run=run,
-        check=check,
-        stack_key=stack_key,
+        check=check_common,
+        stack_key=stack_key_all_but_n,
         max_chunk=64,
         paper="(reviewers' question: K != k)",
         cost=lambda config: 0.5 + (0.1 * config["K"] if config["method"] == "modular-kernel" else 0.0),

@@ -23,7 +23,15 @@ from typing import Any
 
 from modscale.errors import InvalidValue
 from modscale.experiments.experiment import Context, Experiment, Job, Param, Tier, grid
-from modscale.experiments.sine_common import Setup, common_params, cpu_threads, run_stack, training_for
+from modscale.experiments.sine_common import (
+    Setup,
+    check_common,
+    common_params,
+    cpu_threads,
+    run_stack,
+    stack_key_all_but_n,
+    training_for,
+)
 
 METHODS = ("monolithic", "modular-nonlinear", "modular-linear")
 _SETUP = {  # method -> (sine_common method, projection)
@@ -47,8 +55,7 @@ def setup_of(config: dict[str, Any]) -> Setup:
 
 
 def check(config: dict[str, Any]) -> None:
-    if config["b"] > config["m"]:
-        raise InvalidValue(f"config key 'b' must be <= m = {config['m']}, got {config['b']}")
+    check_common(config)
     setup = setup_of(config)
     if setup.n_params() > 2 * config["p"]:  # the projections alone exceed the budget
         raise InvalidValue(
@@ -56,10 +63,6 @@ def check(config: dict[str, Any]) -> None:
             f"m = {config['m']}: "
             f"its smallest network has {setup.n_params()} parameters"
         )
-
-
-def stack_key(config: dict[str, Any]) -> tuple:
-    return tuple(sorted((key, v) for key, v in config.items() if key != "n"))
 
 
 def run(jobs: Sequence[Job], ctx: Context) -> list[dict[str, Any]]:
@@ -102,7 +105,7 @@ EXPERIMENTS = (
         },
         run=run,
         check=check,
-        stack_key=stack_key,
+        stack_key=stack_key_all_but_n,
         max_chunk=64,
         paper="(nonlinear variant; no published numbers)",
         cost=lambda config: 0.5,  # seconds per run on a 2-core CPU (small tier, 10-job stacks)

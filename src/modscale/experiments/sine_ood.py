@@ -31,12 +31,14 @@ from modscale.errors import InvalidValue
 from modscale.experiments.experiment import Context, Experiment, Job, Param, Tier, grid
 from modscale.experiments.sine_common import (
     Setup,
+    check_common,
     common_params,
     cpu_threads,
     draw,
     mse,
     predict,
     run_stack,
+    stack_key_all_but_n,
     training_for,
 )
 
@@ -48,14 +50,9 @@ def setup_of(config: dict[str, Any]) -> Setup:
 
 
 def check(config: dict[str, Any]) -> None:
-    if config["b"] > config["m"]:
-        raise InvalidValue(f"config key 'b' must be <= m = {config['m']}, got {config['b']}")
+    check_common(config)
     if config["k"] < 2:
         raise InvalidValue("config key 'k' must be >= 2: the split is over combinations of modules, got 1")
-
-
-def stack_key(config: dict[str, Any]) -> tuple:
-    return tuple(sorted((key, v) for key, v in config.items() if key != "n"))
 
 
 def run(jobs: Sequence[Job], ctx: Context) -> list[dict[str, Any]]:
@@ -126,7 +123,7 @@ EXPERIMENTS = (
         },
         run=run,
         check=check,
-        stack_key=stack_key,
+        stack_key=stack_key_all_but_n,
         max_chunk=64,
         paper="project page robustness table (CIFAR; the sine-task split has no published numbers)",
         cost=_cost,

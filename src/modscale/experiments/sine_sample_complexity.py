@@ -34,6 +34,7 @@ from modscale.experiments.sine_common import (
     KERNEL_RULE,
     METHODS,
     Setup,
+    check_common,
     common_params,
     cpu_threads,
     run_stack,
@@ -56,8 +57,7 @@ def setup_of(config: dict[str, Any]) -> Setup:
 
 
 def check(config: dict[str, Any]) -> None:
-    if config["b"] > config["m"]:
-        raise InvalidValue(f"config key 'b' must be <= m = {config['m']}, got {config['b']}")
+    check_common(config)
     if config["n_min"] >= config["n_max"]:
         raise InvalidValue(f"config key 'n_min' must be < n_max = {config['n_max']}, got {config['n_min']}")
     setup_of(config)  # rejects e.g. modular-oracle with K != k

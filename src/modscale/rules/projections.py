@@ -39,8 +39,6 @@ where 150 greedy steps and one pass, at about the same cost, gave 0.75-0.99 (doc
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from modscale._checks import check_choice, check_int
+from modscale._checks import check_choice, check_int, check_positive_number
 from modscale._torch import as_generator, resolve_device
 from modscale.errors import InvalidType, InvalidValue
 from modscale.rules.kernels import KERNELS, median_bandwidth, mlp_apply, mlp_init, ntk
@@ -124,20 +122,6 @@ def _as_data(X, y) -> tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
-def _positive(name: str, value, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        extra = " or None" if allow_none else ""
-        raise InvalidValue(f"{name} must be a positive finite number{extra}, got {value!r}")
-    return float(value)
-
-
 @dataclass
 class _Options:
     n_modules: int
@@ -192,15 +176,15 @@ def _check_options(X: torch.Tensor, **kw) -> _Options:
         strategy=check_choice("strategy", kw["strategy"], STRATEGIES),
         steps=check_int("steps", kw["steps"], low=1),
         batch_size=batch,
-        lr=_positive("lr", kw["lr"]),
+        lr=check_positive_number("lr", kw["lr"]),
         restarts=check_int("restarts", kw["restarts"], low=1),
         n_candidates=check_int("n_candidates", kw["n_candidates"], low=0),
         init=check_choice("init", kw["init"], INITS),
         passes=check_int("passes", kw["passes"], low=0),
-        bandwidth=_positive("bandwidth", kw["bandwidth"], allow_none=True),
-        jitter=_positive("jitter", kw["jitter"]),
+        bandwidth=check_positive_number("bandwidth", kw["bandwidth"], allow_none=True),
+        jitter=check_positive_number("jitter", kw["jitter"]),
         n_centres=n_centres,
-        ridge=_positive("ridge", kw["ridge"]),
+        ridge=check_positive_number("ridge", kw["ridge"]),
         progress=progress,
     )
 

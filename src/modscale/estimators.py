@@ -299,6 +299,8 @@ class ModularClassifier(ClassifierMixin, TransformerMixin, _ModularEstimator):
         return torch.softmax(self._outputs(X), dim=-1).numpy()
 
     def predict_log_proba(self, X) -> np.ndarray:
+        """Log class probabilities (log-softmax of the logits, stable where probabilities underflow),
+        (n, n_classes), columns in the order of classes_."""
         return torch.log_softmax(self._outputs(X), dim=-1).numpy()
 
     def predict(self, X) -> np.ndarray:

@@ -274,6 +274,8 @@ def make_task(m: int, k: int, b: int, nonlinear: bool, noise: float, seed: int) 
 
 
 def task_of(setup: Setup, seed: int) -> SineTask:
+    """The task a setup names for one seed: every setup with the same (m, k, b, nonlinear, noise, seed)
+    shares one planted task, so methods compared at a seed see the same U_i and the same modules."""
     return make_task(setup.m, setup.k, setup.b, setup.nonlinear, setup.noise, seed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -302,3 +303,59 @@ def test_trains_with_the_stacked_trainer():
     )
     after = slot_cross_entropy(net(X), Y).detach()
     assert (after < 0.5 * before).all(), (before, after, hist.as_dict().keys())
+
+
+@pytest.mark.parametrize("first_groups", [1, 6])
+def test_cpu_per_group_convolutions_equal_one_grouped_convolution(first_groups):
+    """The CPU path (one dense channels-last convolution per group) against the grouped one (the CUDA
+    path): forward values and every gradient agree to rounding (in float64, where rounding is ~1e-16;
+    the training test below compares float32 runs)."""
+    from modscale.models.image import _conv_blocks_grouped, _conv_blocks_per_group
+
+    gen = torch.Generator().manual_seed(0)
+    G, channels, n = 6, (4, 8), 5
+    f64 = torch.float64
+    z = torch.randn(n, 3 * first_groups, 32, 32, generator=gen, dtype=f64)
+    dims = (3, *channels)
+    pairs = zip(dims[:-1], dims[1:], strict=True)
+    ws = [0.3 * torch.randn(G, co, ci, 3, 3, generator=gen, dtype=f64) for ci, co in pairs]
+    bs = [0.1 * torch.randn(G, co, generator=gen, dtype=f64) for co in channels]
+    results = []
+    for fn in (_conv_blocks_grouped, _conv_blocks_per_group):
+        leaves = [t.clone().requires_grad_() for t in (z, *ws, *bs)]
+        zz, ww, bb = leaves[0], leaves[1 : 1 + len(ws)], leaves[1 + len(ws) :]
+        out = fn(zz, ww, bb, G, first_groups)  # (n, G c_L, 8, 8)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=f64).view_as(out)).sum().backward()
+        results.append((out.detach(), [t.grad for t in leaves]))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert out_a.shape == (n, G * channels[-1], 8, 8)
+    torch.testing.assert_close(out_b, out_a, rtol=1e-12, atol=1e-12)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(gb, ga, rtol=1e-10, atol=1e-10)
+
+
+def test_cpu_training_equals_the_grouped_path_to_float32_rounding(monkeypatch):
+    """Twenty Adam steps of a stacked modular network with the CPU convolution path and with the grouped
+    path (patched in): the same seed ends at the same weights and losses up to float32 rounding."""
+    import modscale.models.image as image
+    from modscale.training import train
+
+    gen = torch.Generator().manual_seed(1)
+    k, n = 2, 32
+    Y = torch.randint(0, 10, (n, k), generator=gen)
+    X = torch.randn(n, 3, 32, 32 * k, generator=gen)
+
+    def fit():
+        net = ImageModularNet(k, k, channels=(4, 8), hidden=16, n_replicas=2, generator=[0, 1])
+        hist = train(
+            net, (X, Y), steps=20, lr=1e-3, batch_size=16, eval_every=20, generator=[0, 1],
+            loss=lambda out, y: slot_cross_entropy(out, y, "none"), device="cpu",
+        )  # fmt: skip
+        return hist.train, [p.detach().clone() for p in net.parameters()]
+
+    loss_cpu, params_cpu = fit()
+    monkeypatch.setattr(image, "_conv_blocks_per_group", image._conv_blocks_grouped)
+    loss_grouped, params_grouped = fit()
+    np.testing.assert_allclose(loss_cpu, loss_grouped, rtol=1e-5)
+    for a, b in zip(params_cpu, params_grouped, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -97,7 +97,21 @@ def _dense_specs(groups: tuple[int, ...], dims: list[int]) -> list[tuple[str, tu
 
 
 def _conv_blocks(z: torch.Tensor, weights, biases, groups: int, first_groups: int) -> torch.Tensor:
-    """[conv 3x3, ReLU, max-pool 2] blocks on z (n, groups c_0, H, W); group g uses parameter slice g."""
+    """[conv 3x3, ReLU, max-pool 2] blocks on z (n, groups c_0, H, W); group g uses parameter slice g.
+
+    One grouped convolution per block where the backend is good at them (CUDA). On the CPU oneDNN's grouped
+    convolution runs at a third of the speed of the same work as one dense convolution per group in
+    channels-last layout (benchmarks/bench_cifar_train.py), so there the groups are walked one by one
+    (:func:`_conv_blocks_per_group`); both give the same numbers to float32 rounding
+    (tests/test_image_models.py).
+    """
+    if not z.is_cuda:
+        return _conv_blocks_per_group(z, weights, biases, groups, first_groups)
+    return _conv_blocks_grouped(z, weights, biases, groups, first_groups)
+
+
+def _conv_blocks_grouped(z: torch.Tensor, weights, biases, groups: int, first_groups: int) -> torch.Tensor:
+    """:func:`_conv_blocks` as one grouped convolution per block (the CUDA path)."""
     for l, (w, b) in enumerate(zip(weights, biases, strict=True)):
         c_in = w.shape[-3]
         z = F.conv2d(
@@ -105,6 +119,25 @@ def _conv_blocks(z: torch.Tensor, weights, biases, groups: int, first_groups: in
         )
         z = torch.relu(F.max_pool2d(z, 2))  # (n, groups c_out, H/2, W/2); relu and max commute
     return z
+
+
+def _conv_blocks_per_group(z: torch.Tensor, weights, biases, groups: int, first_groups: int) -> torch.Tensor:
+    """:func:`_conv_blocks` as one dense channels-last convolution per group and block (the CPU path).
+
+    first_groups is 1 (every group reads the same c_0 channels of z) or ``groups`` (group g reads its own).
+    Returns (n, groups c_L, r, r) like the grouped path.
+    """
+    c0 = weights[0].shape[-3]
+    ws = [w.reshape(groups, *w.shape[-4:]) for w in weights]  # (G, c_out, c_in, 3, 3)
+    bs = [b.reshape(groups, -1) for b in biases]  # (G, c_out)
+    outs = []
+    for g in range(groups):
+        h = z if first_groups == 1 else z[:, g * c0 : (g + 1) * c0]
+        h = h.contiguous(memory_format=torch.channels_last)  # (n, c_0, H, W), NHWC in memory
+        for w, b in zip(ws, bs, strict=True):
+            h = torch.relu(F.max_pool2d(F.conv2d(h, w[g], b[g], padding=1), 2))  # (n, c_out, H/2, W/2)
+        outs.append(h)
+    return torch.cat(outs, 1)  # (n, G c_L, r, r)
 
 
 def _dense(h: torch.Tensor, weights, biases) -> torch.Tensor:

@@ -96,13 +96,15 @@ class MLP(Replicated):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shared = self._check_input(x)
-        h = x
+        # a shared x (n, in_dim) is an expanded view (S, n, in_dim): no copy
+        h = x.expand(self.n_replicas, *x.shape) if x.dim() == 2 else x
         last = len(self.weights) - 1
         for l, (W, c) in enumerate(zip(self.weights, self.biases, strict=True)):
-            # (n, fan_in) @ (S, fan_in, fan_out) broadcasts to (S, n, fan_out) without copying x
-            h = torch.matmul(h, W) + c.unsqueeze(-2)
+            # bias, product and ReLU in two kernels: c + h W in one GEMM call, then ReLU in place (its
+            # backward reads its output only, and baddbmm's backward never reads it)
+            h = torch.baddbmm(c.unsqueeze(-2), h, W)  # (S, n, fan_out)
             if l < last:
-                h = torch.relu(h)
+                h = h.relu_()
         return self._finish(h, shared)
 
     def extra_repr(self) -> str:

@@ -246,10 +246,13 @@ class ModularNet(Replicated):
             h = torch.einsum(f"{xs},skdw->sknw", x, W0)
         else:
             h = torch.matmul(self._module_inputs(x, shared), W0)  # (S, K, n, b) @ (S, K, b, w)
-        h = h + c0.unsqueeze(-2)
+        h = h + c0.unsqueeze(-2)  # (S, K, n, w)
+        S, K, n = h.shape[:3]
+        h = h.reshape(S * K, n, -1)
         for W, c in zip(self.weights[1:], self.biases[1:], strict=True):
-            h = torch.matmul(torch.relu(h), W) + c.unsqueeze(-2)  # (S, K, n, fan_out)
-        out = h.sum(1) / math.sqrt(self.n_modules)  # (S, n, out_dim)
+            # ReLU in place, then c + h W as one GEMM call (as in MLP.forward)
+            h = torch.baddbmm(c.reshape(S * K, 1, -1), h.relu_(), W.reshape(S * K, *W.shape[2:]))
+        out = h.view(S, K, n, -1).sum(1) / math.sqrt(self.n_modules)  # (S, n, out_dim)
         return self._finish(out, shared)
 
     def extra_repr(self) -> str:

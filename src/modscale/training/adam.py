@@ -73,21 +73,30 @@ class StackedAdam:
         bc1 = 1 - self.beta1**self.t
         bc2_sqrt = math.sqrt(1 - self.beta2**self.t)
         step_size = self.lr / bc1  # (S,)
+        if active is None:  # the same operations as below, each over all parameters in one foreach call
+            live = [i for i, p in enumerate(self.params) if p.grad is not None]
+            ps = [self.params[i] for i in live]
+            gs = [p.grad for p in ps]
+            ms, vs = [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live]
+            torch._foreach_lerp_(ms, gs, 1 - self.beta1)
+            torch._foreach_mul_(vs, self.beta2)
+            torch._foreach_addcmul_(vs, gs, gs, value=1 - self.beta2)
+            denom = torch._foreach_sqrt(vs)
+            torch._foreach_div_(denom, bc2_sqrt)
+            torch._foreach_add_(denom, self.eps)
+            update = [self._view(step_size, p) * m for p, m in zip(ps, ms, strict=True)]
+            torch._foreach_div_(update, denom)
+            torch._foreach_sub_(ps, update)
+            return
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
             g = p.grad
             if g is None:
                 continue
-            if active is None:
-                m.lerp_(g, 1 - self.beta1)
-                v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-                denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
-                p.sub_(self._view(step_size, p) * m / denom)
-            else:
-                a = self._view(active, p)
-                m.copy_(torch.where(a, torch.lerp(m, g, 1 - self.beta1), m))
-                v.copy_(torch.where(a, v * self.beta2 + (1 - self.beta2) * g * g, v))
-                denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
-                p.sub_(torch.where(a, self._view(step_size, p) * m / denom, torch.zeros((), device=p.device)))
+            a = self._view(active, p)
+            m.copy_(torch.where(a, torch.lerp(m, g, 1 - self.beta1), m))
+            v.copy_(torch.where(a, v * self.beta2 + (1 - self.beta2) * g * g, v))
+            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+            p.sub_(torch.where(a, self._view(step_size, p) * m / denom, torch.zeros((), device=p.device)))
 
     def zero_grad(self) -> None:
         for p in self.params:

@@ -62,7 +62,7 @@ import torch
 from torch import nn
 
 from modscale._checks import check_choice, check_int
-from modscale._torch import as_generators, flush_denormals, resolve_device
+from modscale._torch import as_generators, flush_denormals, keep_freed_memory, resolve_device
 from modscale.errors import InvalidType, InvalidValue, NonFiniteLossError
 from modscale.training.adam import StackedAdam
 
@@ -367,6 +367,8 @@ def train(
 
     # Denormal floats (Adam's moments of near-zero gradients) are ~100x slower on CPUs: flushed to zero
     # while training (modscale._torch.flush_denormals), the caller's setting restored afterwards.
+    if device.type == "cpu":
+        keep_freed_memory()  # activations stay in malloc's heap between steps (modscale._torch)
     with flush_denormals(device):
         # setup ---------------------------------------------------------------------------------------
         model.to(device)

@@ -178,7 +178,8 @@ def test_plain_progress_prints_an_eta():
     p.finish()
     lines = stream.getvalue().splitlines()
     assert (
-        lines[0] == "10 run(s) to do, 2 already stored" and lines[1] == "a: 10 run(s) to do, 2 already stored"
+        lines[0] == "10 run(s) to do, 2 already stored, about 0:10 here"  # the calibrated estimate
+        and lines[1] == "a: 10 run(s) to do, 2 already stored"
     )
     assert lines[2].startswith("[5/10] a: 5/10 runs, elapsed 0:00, ETA 0:0")
     assert lines[-1].startswith("done 10/10 run(s) in ")

@@ -39,12 +39,14 @@ def _clock(seconds: float) -> str:
 
 
 class _Eta:
-    """Remaining time: the remaining estimated cost, scaled by how long the cost done so far really took."""
+    """Remaining time: the remaining estimated cost (calibrated on this machine, as ``--plan`` prices it),
+    scaled by how long the cost done so far really took; before the first chunk, the calibrated estimate."""
 
     def __init__(self, total: int, cost: float):
         self.t0 = time.monotonic()
         self.total, self.done = total, 0
         # Without estimates every run weighs the same.
+        self.estimated = cost > 0
         self.cost_total = cost if cost > 0 else float(total)
         self.cost_done = 0.0
 
@@ -57,7 +59,7 @@ class _Eta:
 
     def remaining(self) -> float | None:
         if self.cost_done <= 0:
-            return None
+            return self.cost_total if self.estimated and self.total else None
         return self.elapsed() / self.cost_done * max(0.0, self.cost_total - self.cost_done)
 
 
@@ -74,7 +76,8 @@ class PlainProgress(Progress):
 
     def start(self, total: int, stored: int, cost: float = 0.0) -> None:
         self.eta, self.last = _Eta(total, cost), time.monotonic()
-        self._say(f"{total} run(s) to do, {stored} already stored")
+        about = f", about {_clock(cost)} here" if cost > 0 and total else ""
+        self._say(f"{total} run(s) to do, {stored} already stored{about}")
 
     def experiment(self, name: str, todo: int, stored: int, cost: float = 0.0) -> None:
         self.exp_todo, self.exp_done = todo, 0
@@ -187,6 +190,11 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
         "../shared/data/cifar10 next to the checkout)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="list the runs to do, those already stored and the time they should take here; run nothing",
+    )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -277,9 +285,44 @@ def _print_summary(summary: Summary) -> None:
         print(f"modscale: {name} failed with an unexpected error:\n{text}", file=sys.stderr, end="")
 
 
+# A plan longer than this gets advice on how to go faster.
+LONG_PLAN_S = 3 * 3600
+
+
+def _print_plan(plans, args: argparse.Namespace) -> None:
+    """The runs each plan would do in ``--out``, the runs stored there and the calibrated time; no writes."""
+    from modscale.experiments.calibration import estimate
+
+    out = Path(args.out)
+    records = load(out, warn=False).records if (out / FILENAME).exists() else []
+    lines = estimate(plans, records, args.device)
+    width = max([len(line.name) for line in lines] + [len("experiment")])
+    print(f"plan: tier {args.tier} into {out} on {args.backend} ({lines[0].device if lines else 'cpu'})")
+    print(f"{'experiment':<{width}}  {'to do':>6}  {'stored':>6}  {'estimate':>9}  calibration")
+    for line in lines:
+        cal = line.calibration
+        how = f"x{cal.factor:.2f} from {cal.detail}" if cal.source != "none" else cal.detail
+        if not line.todo:
+            how = "nothing to do"
+        print(f"{line.name:<{width}}  {line.todo:>6}  {line.stored:>6}  {_clock(line.estimate_s):>9}  {how}")
+    total = sum(line.estimate_s for line in lines)
+    todo, stored = sum(line.todo for line in lines), sum(line.stored for line in lines)
+    print(f"{'total':<{width}}  {todo:>6}  {stored:>6}  {_clock(total):>9}")
+    if total > LONG_PLAN_S:
+        seeds = max((len({j.seed for j in p.jobs}) for p in plans), default=1)
+        print(
+            f"this is about {total / 3600:.0f} hours here; to go faster: run on a GPU (--device cuda), "
+            f"spread the chunks over a cluster (--backend ray --ray-address HOST:PORT), or run fewer seeds "
+            f"(--seeds 1 runs 1/{seeds} of them); a stopped sweep resumes where it stopped"
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     _check_common(args)
     sweep = plan(args.name, args.tier, args.seeds, args.overrides)
+    if args.plan:
+        _print_plan([sweep], args)
+        return 0
     backend = make_backend(args.backend, ray_address=args.ray_address)
     summary = execute([sweep], args.out, backend, device=args.device, progress=make_progress(args.quiet))
     _print_summary(summary)
@@ -297,6 +340,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if not experiments:
         raise UsageError("no experiments are registered")
     plans = [plan(e, args.tier, args.seeds) for e in experiments]
+    if args.plan:
+        _print_plan(plans, args)
+        return 0
     backend = make_backend(args.backend, ray_address=args.ray_address)
     if not args.quiet:
         print(

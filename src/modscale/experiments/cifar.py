@@ -18,8 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from modscale.experiments.cifar_training import KERNEL_STRATEGIES, METHODS, check_config, run
+from modscale.experiments.cifar_training import (
+    KERNEL_STRATEGIES,
+    METHODS,
+    check_config,
+    parse_channels,
+    run,
+)
 from modscale.experiments.experiment import Experiment, Param, Tier, grid
+from modscale.models.image import ImageModularNet, slot_cross_entropy
 
 PAPER_METHODS = list(METHODS[:3])  # the paper's three; "modular-true" is our control (W = I)
 
@@ -62,11 +69,56 @@ PARAMS = (
 )
 
 
+# The cost model's arithmetic rate: what a paper-tier run (training and evaluation) reached on a 2-core AMD
+# EPYC (benchmarks/README.md); plans calibrate it on the machine at hand.
+ASSUMED_FLOPS = 30e9
+
+
+def _slot_flops(c: Mapping) -> float:
+    """Forward FLOPs per slot image of one replica (one module per slot; the monolith is about equal)."""
+    channels, hidden = parse_channels(c["channels"]), c["hidden"]
+    flops, side, c_in = 0, 32, 3
+    for c_out in channels:
+        flops += 2 * 9 * c_in * c_out * side * side
+        side, c_in = side // 2, c_out
+    return flops + 2 * (c_in * side * side * hidden + hidden * 10 * c["k"])
+
+
 def _cost(c: Mapping) -> float:
-    """Seconds of one run on a 2-core CPU: about 1 ms per slot image per training pass, 0.4 ms evaluating."""
+    """Seconds of one run on a 2-core CPU: training is 3 x forward FLOPs per slot image per pass, every test
+    evaluation 1 x, at ASSUMED_FLOPS; the kernel rule about 4 s per module (calibration scales it all)."""
     evals = 3 + len(c["noise_levels"].split())
+    slot_passes = 3 * c["k"] * c["n_train"] * c["epochs"] + c["k"] * c["n_test"] * evals
     kernel = 4.0 * c["k"] if c["method"] == "modular-kernel" else 0.0
-    return 1e-3 * c["k"] * c["n_train"] * c["epochs"] + 4e-4 * c["k"] * c["n_test"] * evals + kernel
+    return slot_passes * _slot_flops(c) / ASSUMED_FLOPS + kernel
+
+
+def _probe(device_label: str) -> tuple[float, str]:
+    """Time 4 Adam steps of the paper tier's modular network at k = 1 (64 images per step) against _cost."""
+    import time
+
+    import torch
+
+    from modscale.experiments.backends import device_and_label
+    from modscale.training import train
+
+    device = device_label.split(" ")[0] if device_label.startswith("cuda") else "cpu"
+    device, _ = device_and_label(device)
+    config = dict(k=1, channels=PAPER_NET["channels"], hidden=64)
+    B, steps = PAPER_NET["batch_size"], 4
+    net = ImageModularNet(1, 1, parse_channels(config["channels"]), config["hidden"], generator=0)
+    gen = torch.Generator().manual_seed(0)
+    X, Y = torch.randn(B, 3, 32, 32, generator=gen), torch.randint(0, 10, (B, 1), generator=gen)
+
+    def loss(out, y):
+        return slot_cross_entropy(out, y, "none")
+
+    train(net, (X, Y), steps=1, lr=1e-3, loss=loss, device=device)  # warm-up
+    t0 = time.perf_counter()
+    train(net, (X, Y), steps=steps, lr=1e-3, loss=loss, eval_every=steps, device=device)
+    measured = (time.perf_counter() - t0) / (steps * B)
+    estimated = 3 * _slot_flops(config) / ASSUMED_FLOPS
+    return measured / estimated, f"probe: {steps} training steps of the paper-tier network timed here"
 
 
 def _experiment(name: str, description: str, tiers: dict[str, Tier], paper: str = "") -> Experiment:
@@ -81,6 +133,7 @@ def _experiment(name: str, description: str, tiers: dict[str, Tier], paper: str 
         gpu_fraction=0.5,
         paper=paper,
         cost=_cost,
+        probe=_probe,
     )
 
 

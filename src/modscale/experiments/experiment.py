@@ -208,8 +208,11 @@ class Experiment:
       not shown.
     - ``check(config)``: raises ``InvalidValue`` for combinations of keys that are not allowed.
     - ``paper``: which figure or table of the paper it reproduces (empty when it is our own addition).
-    - ``cost(config)``: a rough estimate of one run's seconds on a 2-core CPU; it only shapes the ETA of
-      progress bars (default: one second per run).
+    - ``cost(config)``: a rough estimate of one run's seconds on a 2-core CPU; plans and progress ETAs scale
+      it by a factor measured on the machine (:mod:`modscale.experiments.calibration`; default: one second
+      per run).
+    - ``probe(device_label)``: optional, about a second of the experiment's own work timed here, returning
+      (measured / estimated seconds, what was timed); used to calibrate ``cost`` when no run is stored.
     """
 
     name: str
@@ -225,6 +228,7 @@ class Experiment:
     check: Callable[[dict[str, Any]], None] | None = None
     paper: str = ""
     cost: Callable[[Mapping[str, Any]], float] | None = None
+    probe: Callable[[str], tuple[float, str]] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):

@@ -26,6 +26,7 @@ from typing import Any
 from modscale.errors import InvalidValue, UsageError
 from modscale.experiments import registry
 from modscale.experiments.backends import Backend, check_device, make_backend
+from modscale.experiments.calibration import estimate
 from modscale.experiments.experiment import Experiment, Job
 from modscale.results import Record, ResultsStore, ResultsWarning, make_record
 
@@ -153,10 +154,14 @@ def execute(
                 jobs = p.pending(done)
                 done |= {(p.experiment.name, p.experiment.revision, j.config_hash, j.seed) for j in jobs}
                 todo.append((p, jobs))
+            # the ETA prices runs as `--plan` does: estimates scaled by this machine's measured factor
+            # (a probe, when nothing is stored, only where someone watches the progress)
+            lines = estimate(plans, loaded.records, device, probe=type(progress) is not Progress)
+            factors = {line.name: line.calibration.factor for line in lines if line.todo}
             progress.start(
                 sum(len(t) for _, t in todo),
                 sum(len(p.jobs) - len(t) for p, t in todo),
-                sum(p.experiment.estimate(t) for p, t in todo),
+                sum(line.estimate_s for line in lines),
             )
             for p, jobs in todo:
                 name = p.experiment.name
@@ -164,11 +169,14 @@ def execute(
                 summary.skipped[name] = summary.skipped.get(name, 0) + len(p.jobs) - len(jobs)
                 summary.ran.setdefault(name, 0)
                 summary.wall_s.setdefault(name, 0.0)
-                progress.experiment(name, len(jobs), len(p.jobs) - len(jobs), p.experiment.estimate(jobs))
+                factor = factors.get(name, 1.0)
+                progress.experiment(
+                    name, len(jobs), len(p.jobs) - len(jobs), factor * p.experiment.estimate(jobs)
+                )
                 if not jobs:
                     continue
                 try:
-                    _run_plan(p, jobs, backend, store, device, progress, summary)
+                    _run_plan(p, jobs, backend, store, device, progress, summary, factor)
                 except Exception as exc:
                     if not keep_going:
                         raise
@@ -189,6 +197,7 @@ def _run_plan(
     device: str,
     progress: Progress,
     summary: Summary,
+    factor: float = 1.0,
 ) -> None:
     experiment = p.experiment
     chunks = experiment.chunks(jobs)
@@ -196,7 +205,8 @@ def _run_plan(
     for result in backend.map(experiment, chunks, p.tier, device):
         store.append(_records(experiment, p.tier, result, result.wall_s))
         summary.ran[experiment.name] += len(result.jobs)
-        progress.chunk(experiment.name, len(result.jobs), result.wall_s, experiment.estimate(result.jobs))
+        cost = factor * experiment.estimate(result.jobs)
+        progress.chunk(experiment.name, len(result.jobs), result.wall_s, cost)
     summary.wall_s[experiment.name] += time.perf_counter() - start
 
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The commands that produced docs/paper-scale/results.jsonl: the paper tier wherever a 2-core CPU can run
+# it, in the order they were run. Every step resumes (runs already stored are skipped), so this script can
+# be stopped and started again at any point. `make paper-scale` runs it; `modscale reproduce --plan` and
+# `modscale run NAME --plan` show what is left and how long it should take on this machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+MODSCALE=${MODSCALE:-.venv/bin/modscale}
+OUT=docs/paper-scale
+
+# 1. Compositional CIFAR-10 at the paper's data sizes (50,000 training composites, 10,000 test), one
+#    epoch, the paper's three methods and the true-slot control, k = 1, 2, 4, three seeds.
+$MODSCALE run cifar_accuracy_vs_k --tier paper --set k=1,2,4 --seeds 3 --out $OUT
+
+# 2. Every theory experiment's paper tier (closed forms and their Monte-Carlo check).
+$MODSCALE run theory_loss_trends --tier paper --out $OUT
+$MODSCALE run theory_samples_vs_m --tier paper --out $OUT
+$MODSCALE run theory_check --tier paper --out $OUT
+
+# 3. The sine-task experiments' paper tiers, cheapest first.
+for name in sine_sample_complexity double_descent sine_nonlinear sine_alignment sine_ood \
+            sine_loss_trends sine_mismatch sine_kernels; do
+    $MODSCALE run $name --tier paper --out $OUT
+done
+
+# 4. CIFAR at k = 4: accuracy vs n (the paper tier's n grid) and after 1 and 2 epochs, three seeds.
+$MODSCALE run cifar_n_sweep --tier paper --seeds 3 --out $OUT
+$MODSCALE run cifar_epochs --tier paper --set epochs=1,2 --seeds 3 --out $OUT
+
+# 5. CIFAR at k = 8 (the paper's largest k), three seeds.
+$MODSCALE run cifar_accuracy_vs_k --tier paper --set k=8 --seeds 3 --out $OUT
+
+# Figures and the report, pure functions of the stored runs.
+$MODSCALE plot $OUT
+$MODSCALE report $OUT

@@ -10,7 +10,7 @@ OUT ?= results
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.modscale-installed
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench paper-scale clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,11 @@ bench: venv
 	$(BIN)/python benchmarks/bench_stacked.py
 	$(BIN)/python benchmarks/bench_kernel_rule.py
 	$(BIN)/python benchmarks/bench_cifar_batches.py
+	$(BIN)/python benchmarks/bench_cifar_train.py
+
+# The paper tier wherever a 2-core CPU can run it (hours; resumable): docs/paper-scale/reproduce.sh.
+paper-scale: venv
+	MODSCALE=$(BIN)/modscale bash docs/paper-scale/reproduce.sh
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .hypothesis

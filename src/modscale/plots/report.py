@@ -1,7 +1,8 @@
 """One self-contained HTML page of results: figures embedded as base64 PNG, our numbers beside the paper's.
 
 The page has no external references (no scripts, style sheets, fonts or images from elsewhere), so it can be
-mailed or archived as one file. Sections: what the numbers are and where they come from; one row per
+mailed or archived as one file. Sections: what the numbers are and where they come from; the verdict (each of
+the paper's claims, what the runs show, and whether they agree: :mod:`modscale.plots.verdicts`); one row per
 experiment (configs, seeds, runs, compute time, devices, versions, when); then each figure with its caption
 and its table of comparisons (ours: mean +- 1 SD over seeds, the seed count, the paper's value and the ratio).
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from modscale import __version__, paper
 from modscale.errors import InvalidValue
 from modscale.plots.figure import FigureOutput, render
+from modscale.plots.verdicts import verdicts
 from modscale.results import Record
 
 _CSS = """
@@ -30,6 +32,8 @@ th, td { border: 1px solid #ddd; padding: 0.25em 0.55em; text-align: left; verti
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; border: 1px solid #eee; } .caption { font-size: 0.9em; color: #444; }
 .note { background: #fff8e0; padding: 0.5em 0.8em; border-left: 3px solid #e0b000; font-size: 0.9em; }
+td.yes { background: #e3f4e3; } td.partly { background: #fff4d6; } td.no { background: #fbe3e3; }
+td.notrun { color: #888; }
 """
 
 
@@ -93,6 +97,20 @@ def _experiment_rows(records: Sequence[Record], descriptions: Mapping[str, str])
     return "<table>" + "\n".join(rows) + "</table>"
 
 
+def _verdict_table(records: Sequence[Record]) -> str:
+    """The paper's claims, what the runs show and whether they agree (:mod:`modscale.plots.verdicts`)."""
+    head = "<tr><th>the paper's claim</th><th>what our runs show</th><th>agrees?</th></tr>"
+    rows = [head]
+    for v in verdicts(records):
+        css = v.agrees.replace(" ", "")
+        rows.append(
+            f"<tr><td>{html.escape(v.claim)}</td><td>{html.escape(v.ours)} "
+            f"<small>(<code>{html.escape(v.experiment)}</code>)</small></td>"
+            f'<td class="{css}">{html.escape(v.agrees)}</td></tr>'
+        )
+    return "<table>" + "\n".join(rows) + "</table>"
+
+
 def _comparison_table(output: FigureOutput) -> str:
     if not output.comparisons:
         return "<p>No published numbers to compare with for this figure.</p>"
@@ -139,6 +157,14 @@ def report_html(
         "its sine-task losses are on its own loss scale, so for them compare shapes, not levels. Ours: mean "
         "&plusmn; 1 SD over seeds (the seed count is in every table and caption).</p>",
     ]
+    parts.append("<h2>Verdict</h2>")
+    parts.append(
+        "<p>Each row is computed from the stored runs by fixed rules (<code>modscale.plots.verdicts</code>): "
+        "<i>yes</i> where the claim holds at every point the runs cover, <i>partly</i> at some, <i>no</i> at "
+        "none, <i>not run</i> without runs. Means &plusmn; 1 SD over seeds; the paper's values in brackets."
+        "</p>"
+    )
+    parts.append(_verdict_table(records))
     if notes:
         parts.append(
             '<div class="note"><b>Notes on the stored results</b><ul>'
@@ -195,7 +221,15 @@ def summary_text(
     records: Sequence[Record], outputs: Sequence[FigureOutput], *, notes: Sequence[str] = ()
 ) -> str:
     """The report's numbers as plain text: per experiment its runs and time, per figure its comparisons."""
-    lines = [f"modscale {__version__}: {len(records)} runs", ""]
+    lines = [
+        f"modscale {__version__}: {len(records)} runs",
+        "",
+        "== Verdict: the paper's claims and our runs",
+    ]
+    for v in verdicts(records):
+        lines.append(f"[{v.agrees}] {v.claim}")
+        lines.append(f"    {v.ours} ({v.experiment})")
+    lines.append("")
     by: dict[str, list[Record]] = {}
     for r in records:
         by.setdefault(r.experiment, []).append(r)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The commands that produced docs/paper-scale/results.jsonl: the paper tier wherever a 2-core CPU can run
-# it, in the order they were run. Every step resumes (runs already stored are skipped), so this script can
-# be stopped and started again at any point. `make paper-scale` runs it; `modscale reproduce --plan` and
-# `modscale run NAME --plan` show what is left and how long it should take on this machine.
+# it, or a stated subset of a paper tier run in full, in the order they were run. Every step resumes (runs
+# already stored are skipped), so this script can be stopped and started again at any point.
+# `make paper-scale` runs it; `modscale run NAME --tier paper --plan --out docs/paper-scale` shows what a
+# step has left and how long it should take on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODSCALE=${MODSCALE:-.venv/bin/modscale}
@@ -17,19 +18,24 @@ $MODSCALE run theory_loss_trends --tier paper --out $OUT
 $MODSCALE run theory_samples_vs_m --tier paper --out $OUT
 $MODSCALE run theory_check --tier paper --out $OUT
 
-# 3. The sine-task experiments' paper tiers, cheapest first.
-for name in sine_sample_complexity double_descent sine_nonlinear sine_alignment sine_ood \
-            sine_loss_trends sine_mismatch sine_kernels; do
-    $MODSCALE run $name --tier paper --out $OUT
+# 3. Sine task, a stated subset of the paper tier run in full: sample complexity at m = 3, 6, 9 for the
+#    paper's three methods and the oracle, three seeds (paper tier: m = 2..9, six methods, ten seeds).
+$MODSCALE run sine_sample_complexity --tier paper --seeds 3 \
+    --set m=3,6,9 method=monolithic,modular-random,modular-kernel,modular-oracle --out $OUT
+
+# 4. CIFAR at k = 4: accuracy vs n (the paper tier's n grid), three seeds.
+$MODSCALE run cifar_n_sweep --tier paper --seeds 3 --out $OUT
+
+# 5. The other sine experiments' paper tiers with three seeds (paper tier: ten; eight for double descent).
+for name in double_descent sine_alignment sine_ood sine_nonlinear sine_mismatch sine_kernels \
+            sine_loss_trends; do
+    $MODSCALE run $name --tier paper --seeds 3 --out $OUT
 done
 
-# 4. CIFAR at k = 4: accuracy vs n (the paper tier's n grid) and after 1 and 2 epochs, three seeds.
-$MODSCALE run cifar_n_sweep --tier paper --seeds 3 --out $OUT
+# 6. CIFAR: after 1 and 2 epochs at k = 4, and k = 8 (the paper's largest k), three seeds.
 $MODSCALE run cifar_epochs --tier paper --set epochs=1,2 --seeds 3 --out $OUT
-
-# 5. CIFAR at k = 8 (the paper's largest k), three seeds.
 $MODSCALE run cifar_accuracy_vs_k --tier paper --set k=8 --seeds 3 --out $OUT
 
 # Figures and the report, pure functions of the stored runs.
-$MODSCALE plot $OUT
+$MODSCALE plot $OUT --formats png
 $MODSCALE report $OUT

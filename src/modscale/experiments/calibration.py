@@ -71,7 +71,7 @@ def _cost_function(experiments: dict[str, Experiment]) -> Callable[[Record], flo
         if e is None or e.cost is None:
             return None
         try:
-            return float(e.cost(e.config(r.config)))
+            return e.run_cost(e.config(r.config), r.tier or "small")
         except (ValueError, TypeError, KeyError):  # a stale config: no evidence
             return None
 
@@ -186,7 +186,7 @@ def estimate(plans, records: Sequence[Record], device: str = "auto", *, probe: b
                 len(p.jobs),
                 len(p.jobs) - len(jobs),
                 len(jobs),
-                cal.seconds(e.estimate(jobs)),
+                cal.seconds(e.estimate(jobs, p.tier)),
                 cal,
             )
         )

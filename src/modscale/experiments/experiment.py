@@ -24,6 +24,7 @@ Example (a complete experiment)::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import math
 import numbers
@@ -187,6 +188,15 @@ class Context:
 RunFn = Callable[[Sequence[Job], Context], Sequence[Mapping[str, Any]]]
 
 
+def _takes_tier(cost: Callable) -> bool:
+    """Whether ``cost`` accepts (config, tier) rather than (config)."""
+    try:
+        inspect.signature(cost).bind({}, "small")
+    except TypeError:
+        return False
+    return True
+
+
 def _default_stack_key(config: Mapping[str, Any]) -> Hashable:
     return config_hash(config)
 
@@ -208,8 +218,9 @@ class Experiment:
       not shown.
     - ``check(config)``: raises ``InvalidValue`` for combinations of keys that are not allowed.
     - ``paper``: which figure or table of the paper it reproduces (empty when it is our own addition).
-    - ``cost(config)``: a rough estimate of one run's seconds on a 2-core CPU; plans and progress ETAs scale
-      it by a factor measured on the machine (:mod:`modscale.experiments.calibration`; default: one second
+    - ``cost(config)`` or ``cost(config, tier)``: a rough estimate of one run's seconds on a 2-core CPU
+      (tiers may train longer than the config says); plans and progress ETAs scale it by a factor measured
+      on the machine (:mod:`modscale.experiments.calibration`; default: one second
       per run).
     - ``probe(device_label)``: optional, about a second of the experiment's own work timed here, returning
       (measured / estimated seconds, what was timed); used to calibrate ``cost`` when no run is stored.
@@ -331,11 +342,18 @@ class Experiment:
             out.extend(members[i : i + size] for i in range(0, len(members), size))
         return out
 
-    def estimate(self, jobs: Sequence[Job]) -> float:
-        """Estimated seconds of ``jobs`` on a 2-core CPU (``cost``; one second per run without it)."""
+    def run_cost(self, config: Mapping[str, Any], tier: str = "small") -> float:
+        """Estimated seconds of one run of ``config`` at ``tier`` on a 2-core CPU (one second without
+        ``cost``); ``cost`` receives the tier when it takes a second argument."""
         if self.cost is None:
-            return float(len(jobs))
-        return float(sum(self.cost(j.config) for j in jobs))
+            return 1.0
+        if _takes_tier(self.cost):
+            return float(self.cost(config, tier))
+        return float(self.cost(config))
+
+    def estimate(self, jobs: Sequence[Job], tier: str = "small") -> float:
+        """Estimated seconds of ``jobs`` at ``tier`` on a 2-core CPU (:meth:`run_cost` summed)."""
+        return float(sum(self.run_cost(j.config, tier) for j in jobs))
 
     def describe(self) -> str:
         """A multi-line description for ``modscale list --verbose``."""

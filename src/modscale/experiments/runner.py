@@ -171,7 +171,7 @@ def execute(
                 summary.wall_s.setdefault(name, 0.0)
                 factor = factors.get(name, 1.0)
                 progress.experiment(
-                    name, len(jobs), len(p.jobs) - len(jobs), factor * p.experiment.estimate(jobs)
+                    name, len(jobs), len(p.jobs) - len(jobs), factor * p.experiment.estimate(jobs, p.tier)
                 )
                 if not jobs:
                     continue
@@ -205,7 +205,7 @@ def _run_plan(
     for result in backend.map(experiment, chunks, p.tier, device):
         store.append(_records(experiment, p.tier, result, result.wall_s))
         summary.ran[experiment.name] += len(result.jobs)
-        cost = factor * experiment.estimate(result.jobs)
+        cost = factor * experiment.estimate(result.jobs, p.tier)
         progress.chunk(experiment.name, len(result.jobs), result.wall_s, cost)
     summary.wall_s[experiment.name] += time.perf_counter() - start
 

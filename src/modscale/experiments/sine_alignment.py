@@ -45,6 +45,7 @@ from modscale.experiments.sine_common import (
     mse,
     predict,
     run_stack,
+    scaled_cost,
     task_of,
     training_for,
 )
@@ -135,9 +136,10 @@ PAPER = grid(
 ) + grid(method="modular-random", **_LARGE)
 
 
-def _cost(config: dict[str, Any]) -> float:
-    """Seconds per run on a 2-core CPU (measured at the small tier: m = 16, n = 1000, 5-seed stacks)."""
-    return 0.8 + (0.8 if config["method"] == "modular-kernel" else 0.0)
+def _cost(config: dict[str, Any], tier: str) -> float:
+    """Seconds per run on a 2-core CPU (measured at the small tier: m = 16, n = 1000, 5-seed stacks; other
+    tiers scaled by training FLOPs, :func:`scaled_cost`)."""
+    return scaled_cost(0.8 + (0.8 if config["method"] == "modular-kernel" else 0.0), config, tier)
 
 
 EXPERIMENTS = (

@@ -151,6 +151,17 @@ def training_for(tier: str, config: dict[str, Any] | None = None) -> Training:
     return t
 
 
+def scaled_cost(seconds_small: float, config: dict[str, Any], tier: str, p_measured: int = 2000) -> float:
+    """A run's seconds at ``tier`` from ``seconds_small`` measured at the small tier with ``p_measured``
+    parameters: scaled by the training FLOPs 6 p B T (batch B, steps T of the tier; ``steps`` of the config
+    when set). Early stopping ends many trainings sooner, so this is an upper estimate that the plan's
+    calibration on stored runs corrects."""
+    t = training_for(tier if tier in TRAINING else "small", config)
+    s = TRAINING["small"]
+    p = config.get("p", p_measured) or p_measured
+    return seconds_small * (p * t.batch_size * t.steps) / (p_measured * s.batch_size * s.steps)
+
+
 def check_common(config: dict[str, Any]) -> None:
     """The config checks every sine experiment shares, run before any work: module inputs b <= m
     (:class:`Setup` enforces it too, but only once a run builds one)."""

@@ -33,6 +33,7 @@ from modscale.experiments.sine_common import (
     common_params,
     cpu_threads,
     run_stack,
+    scaled_cost,
     training_for,
 )
 
@@ -74,10 +75,11 @@ def _params() -> tuple[Param, ...]:
     )  # fmt: skip
 
 
-def _cost(config: dict[str, Any]) -> float:
-    """Seconds per run on a 2-core CPU (measured at the small tier, m = 16, n = 1000)."""
+def _cost(config: dict[str, Any], tier: str) -> float:
+    """Seconds per run on a 2-core CPU (measured at the small tier, m = 16, n = 1000; other tiers scaled
+    by training FLOPs, :func:`scaled_cost`)."""
     rule = {"random": 0.0, "rbf": 0.8, "laplace": 0.6, "arccos": 0.9, "ntk": 0.9}[config["kernel"]]
-    return 0.6 + rule
+    return scaled_cost(0.6 + rule, config, tier)
 
 
 EXPERIMENTS = (

@@ -33,6 +33,7 @@ from modscale.experiments.sine_common import (
     common_params,
     cpu_threads,
     run_stack,
+    scaled_cost,
     training_for,
 )
 
@@ -123,6 +124,6 @@ EXPERIMENTS = (
         stack_key=stack_key,
         max_chunk=64,
         paper="loss_trends (Fig.: loss vs k, m, p, n; solid = network)",
-        cost=lambda config: 0.2 + config["p"] / 20_000,
+        cost=lambda config, tier: scaled_cost(0.2 + config["p"] / 20_000, config, tier, config["p"]),
     ),
 )

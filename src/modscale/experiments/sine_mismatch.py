@@ -24,6 +24,7 @@ from modscale.experiments.sine_common import (
     common_params,
     cpu_threads,
     run_stack,
+    scaled_cost,
     stack_key_all_but_n,
     training_for,
 )
@@ -82,6 +83,8 @@ EXPERIMENTS = (
         stack_key=stack_key_all_but_n,
         max_chunk=64,
         paper="(reviewers' question: K != k)",
-        cost=lambda config: 0.5 + (0.1 * config["K"] if config["method"] == "modular-kernel" else 0.0),
+        cost=lambda config, tier: scaled_cost(
+            0.5 + (0.1 * config["K"] if config["method"] == "modular-kernel" else 0.0), config, tier
+        ),
     ),
 )

@@ -29,6 +29,7 @@ from modscale.experiments.sine_common import (
     common_params,
     cpu_threads,
     run_stack,
+    scaled_cost,
     stack_key_all_but_n,
     training_for,
 )
@@ -108,7 +109,8 @@ EXPERIMENTS = (
         stack_key=stack_key_all_but_n,
         max_chunk=64,
         paper="(nonlinear variant; no published numbers)",
-        cost=lambda config: 0.5,  # seconds per run on a 2-core CPU (small tier, 10-job stacks)
+        # seconds per run on a 2-core CPU (small tier, 10-job stacks), scaled by training FLOPs
+        cost=lambda config, tier: scaled_cost(0.5, config, tier),
     ),
 )
 

@@ -38,6 +38,7 @@ from modscale.experiments.sine_common import (
     mse,
     predict,
     run_stack,
+    scaled_cost,
     stack_key_all_but_n,
     training_for,
 )
@@ -96,9 +97,10 @@ def _params() -> tuple[Param, ...]:
     )
 
 
-def _cost(config: dict[str, Any]) -> float:
-    """Seconds per run on a 2-core CPU (measured at the small tier, m = 16, 6-job stacks)."""
-    return 0.5 + (0.8 if config["method"] == "modular-kernel" else 0.0)
+def _cost(config: dict[str, Any], tier: str) -> float:
+    """Seconds per run on a 2-core CPU (measured at the small tier, m = 16, 6-job stacks; other tiers
+    scaled by training FLOPs, :func:`scaled_cost`)."""
+    return scaled_cost(0.5 + (0.8 if config["method"] == "modular-kernel" else 0.0), config, tier)
 
 
 EXPERIMENTS = (

@@ -38,6 +38,7 @@ from modscale.experiments.sine_common import (
     common_params,
     cpu_threads,
     run_stack,
+    scaled_cost,
     training_for,
 )
 
@@ -161,6 +162,9 @@ EXPERIMENTS = (
         stack_key=stack_key,
         max_chunk=64,
         paper="compare_method1_sample_complexity1.5 (Fig.: samples needed vs m, sine task)",
-        cost=lambda config: 2.0 if config["method"] == "modular-kernel" else 1.2,  # measured CPU s per run
+        # measured CPU s per run at the small tier, scaled by training FLOPs
+        cost=lambda config, tier: scaled_cost(
+            2.0 if config["method"] == "modular-kernel" else 1.2, config, tier
+        ),
     ),
 )

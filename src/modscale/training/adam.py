@@ -73,30 +73,32 @@ class StackedAdam:
         bc1 = 1 - self.beta1**self.t
         bc2_sqrt = math.sqrt(1 - self.beta2**self.t)
         step_size = self.lr / bc1  # (S,)
-        if active is None:  # the same operations as below, each over all parameters in one foreach call
-            live = [i for i, p in enumerate(self.params) if p.grad is not None]
-            ps = [self.params[i] for i in live]
-            gs = [p.grad for p in ps]
-            ms, vs = [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live]
+        live = [p for p in self.params if p.grad is not None]
+        index = {id(p): i for i, p in enumerate(self.params)}
+        ms = [self.exp_avg[index[id(p)]] for p in live]
+        vs = [self.exp_avg_sq[index[id(p)]] for p in live]
+        if active is None:  # each operation over every parameter in one foreach call
+            gs = [p.grad for p in live]
             torch._foreach_lerp_(ms, gs, 1 - self.beta1)
             torch._foreach_mul_(vs, self.beta2)
-            torch._foreach_addcmul_(vs, gs, gs, value=1 - self.beta2)
-            denom = torch._foreach_sqrt(vs)
-            torch._foreach_div_(denom, bc2_sqrt)
-            torch._foreach_add_(denom, self.eps)
-            update = [self._view(step_size, p) * m for p, m in zip(ps, ms, strict=True)]
-            torch._foreach_div_(update, denom)
-            torch._foreach_sub_(ps, update)
-            return
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
-            g = p.grad
-            if g is None:
-                continue
-            a = self._view(active, p)
-            m.copy_(torch.where(a, torch.lerp(m, g, 1 - self.beta1), m))
-            v.copy_(torch.where(a, v * self.beta2 + (1 - self.beta2) * g * g, v))
-            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
-            p.sub_(torch.where(a, self._view(step_size, p) * m / denom, torch.zeros((), device=p.device)))
+            steps = [self._view(step_size, p) for p in live]
+        else:
+            # The same update with per-replica factors that are 0 (or 1) for frozen replicas, whose gradients
+            # (perhaps non-finite) are replaced by 0: their p, m and v stay exactly as they were.
+            zero = torch.zeros((), device=step_size.device)
+            gs = [torch.where(self._view(active, p), p.grad, zero) for p in live]
+            weight = torch.where(active, 1 - self.beta1, 0.0)  # (S,)
+            decay = torch.where(active, self.beta2, 1.0)
+            torch._foreach_lerp_(ms, gs, [self._view(weight, p) for p in live])
+            torch._foreach_mul_(vs, [self._view(decay, p) for p in live])
+            steps = [self._view(torch.where(active, step_size, zero), p) for p in live]
+        torch._foreach_addcmul_(vs, gs, gs, value=1 - self.beta2)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, bc2_sqrt)
+        torch._foreach_add_(denom, self.eps)
+        update = torch._foreach_mul(ms, steps)
+        torch._foreach_div_(update, denom)
+        torch._foreach_sub_(live, update)
 
     def zero_grad(self) -> None:
         for p in self.params:

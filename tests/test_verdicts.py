@@ -21,6 +21,9 @@ def _cifar(method: str, k: int, seed: int, acc: float, ood: float | None = None,
 def test_no_records_means_every_claim_is_not_run():
     out = verdicts([])
     assert out and all(v.agrees == NOT_RUN for v in out)
+    # runs of one method only: still no verdict, and the sentence says why
+    partial = [v for v in verdicts([_cifar("monolithic", 2, 0, 0.5)]) if v.claim.startswith("CIFAR")]
+    assert all(v.agrees == NOT_RUN and "do not yet cover" in v.ours for v in partial)
 
 
 def test_cifar_ordering_yes_partly_no_and_the_printed_means():

@@ -129,7 +129,8 @@ def accuracy_vs_k(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
     axes[2].set_xlabel("k")
     axes[2].set_ylabel("mean_i max_j w_ij^2 / |w_i|^2")
     axes[2].grid(alpha=0.3)
-    axes[2].legend(fontsize=6.5)
+    if modular:  # a legend without lines warns
+        axes[2].legend(fontsize=6.5)
     for ax in axes:
         ax.set_xticks(sorted({int(r.config["k"]) for r in rows}))  # the panels share k
 

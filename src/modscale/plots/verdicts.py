@@ -89,8 +89,11 @@ def _share(hits: int, total: int) -> str:
     return YES if hits == total else NO if hits == 0 else PARTLY
 
 
-def _not_run(claim: str, experiment: str) -> Verdict:
-    return Verdict(claim, experiment, "no stored runs", NOT_RUN)
+def _not_run(claim: str, experiment: str, records: Sequence[Record] = ()) -> Verdict:
+    """No verdict: no runs of ``experiment``, or (when ``records`` has some) not the ones the claim needs."""
+    have = any(r.experiment == experiment for r in records)
+    what = "its stored runs do not yet cover what the claim compares" if have else "no stored runs"
+    return Verdict(claim, experiment, what, NOT_RUN)
 
 
 # ----------------------------------------------------------------------------------------------- theory
@@ -101,7 +104,7 @@ def _theory_m(records):
     rs = _of(records, "theory_loss_trends", panel="m", model="monolithic")
     s = _stat(rs, lambda r: r.config["m"], "test")
     if len(s) < 3:
-        return _not_run(claim, "theory_loss_trends")
+        return _not_run(claim, "theory_loss_trends", records)
     ms = sorted(s)
     t = [s[m][0] for m in ms]
     rising = sum(b > a for a, b in zip(t, t[1:], strict=False))
@@ -119,7 +122,7 @@ def _theory_k(records):
     rs = _of(records, "theory_loss_trends", panel="k", model="monolithic")
     s = _stat(rs, lambda r: r.config["k"], "test")
     if len(s) < 2:
-        return _not_run(claim, "theory_loss_trends")
+        return _not_run(claim, "theory_loss_trends", records)
     t = np.array([v[0] for v in s.values()])
     spread = (t.max() - t.min()) / t.mean()
     ours = f"test {t.min():.3g} ... {t.max():.3g} over k = {min(s)}..{max(s)} (spread {100 * spread:.1f}%)"
@@ -130,7 +133,7 @@ def _theory_spike(records):
     claim = "theory: double descent, a spike of test loss where p ~ n (claim 1)"
     rs = _of(records, "theory_loss_trends", panel="p", model="monolithic")
     if not rs:
-        return _not_run(claim, "theory_loss_trends")
+        return _not_run(claim, "theory_loss_trends", records)
     hits = total = 0
     for n in sorted({r.config["n"] for r in rs}):
         s = _stat([r for r in rs if r.config["n"] == n], lambda r: r.config["p"], "test")
@@ -148,7 +151,7 @@ def _theory_samples(records):
     claim = "theory: samples needed grow exponentially with m; a modular model's do not (claims 1, 2)"
     rs = _of(records, "theory_samples_vs_m")
     if not rs:
-        return _not_run(claim, "theory_samples_vs_m")
+        return _not_run(claim, "theory_samples_vs_m", records)
     ratios = {}
     for model in ("monolithic", "modular"):
         mono = [r for r in rs if r.config["model"] == model]
@@ -160,7 +163,7 @@ def _theory_samples(records):
         ratios[model] = per_eps
     mono, modu = ratios["monolithic"], ratios["modular"]
     if not mono:
-        return _not_run(claim, "theory_samples_vs_m")
+        return _not_run(claim, "theory_samples_vs_m", records)
     ours = (
         f"n*(m max) / n*(m min): monolithic {min(mono):.3g} ... {max(mono):.3g} over {len(mono)} thresholds"
     )
@@ -176,7 +179,7 @@ def _theory_check(records):
     rs = _of(records, "theory_check")
     s = _stat(rs, lambda r: r.config_hash, "test_rel_err")
     if not s:
-        return _not_run(claim, "theory_check")
+        return _not_run(claim, "theory_check", records)
     worst = max(abs(v[0]) for v in s.values())
     ours = (
         f"largest |Monte Carlo / closed form - 1| of the test loss: {100 * worst:.2g}% over {len(s)} points"
@@ -198,7 +201,7 @@ def _net_m(records):
         out[model] = _stat(rs, lambda r: r.config["m"], "test")
     mono, modu = out["monolithic"], out["modular"]
     if len(mono) < 2:
-        return _not_run(claim, "sine_loss_trends")
+        return _not_run(claim, "sine_loss_trends", records)
     lo, hi = min(mono), max(mono)
     ours = f"monolithic test {_pm(mono[lo])} at m = {lo}, {_pm(mono[hi])} at m = {hi}"
     ok = int(mono[hi][0] > mono[lo][0])
@@ -218,7 +221,7 @@ def _double_descent(records):
     claim = "networks: double descent, a test-loss peak where p ~ n (claim 1)"
     rs = [r for r in _of(records, "double_descent") if r.config["noise"] > 0]
     if not rs:
-        return _not_run(claim, "double_descent")
+        return _not_run(claim, "double_descent", records)
     hits = total = 0
     parts = []
     for key in sorted({(r.config["m"], r.config["n"]) for r in rs}):
@@ -234,7 +237,7 @@ def _double_descent(records):
         ends = f"{_pm(s[xs[0]])} and {_pm(s[xs[-1]])}"
         parts.append(f"m={key[0]}, n={key[1]}: {_pm(s[near])} at p/n = {near:g} vs {ends} at the ends")
     if total == 0:
-        return _not_run(claim, "double_descent")
+        return _not_run(claim, "double_descent", records)
     ours = (
         f"with label noise, a peak near p/n = 1 in {hits} of {total} settings (" + "; ".join(parts[:3]) + ")"
     )
@@ -252,14 +255,14 @@ def _n_star_claims(records):
     exp = "sine_sample_complexity"
     rs = _of(records, exp)
     if not rs:
-        return [_not_run(n, exp) for n in names]
+        return [_not_run(n, exp, records) for n in names]
     eps = max(r.config["eps"] for r in rs)  # the loosest threshold: the one every method reaches most often
     rs = [r for r in rs if r.config["eps"] == eps]
     methods = ("modular-kernel", "modular-random", "monolithic")
     g = {m: _geo_n_star([r for r in rs if r.config["method"] == m], lambda r: r.config["m"]) for m in methods}
     ms = sorted(set(g["modular-kernel"]) & set(g["monolithic"]) & set(g["modular-random"]))
     if not ms:
-        return [_not_run(n, exp) for n in names]
+        return [_not_run(n, exp, records) for n in names]
 
     def cell(method, m):
         value, reached, seeds = g[method][m]
@@ -307,11 +310,11 @@ def _alignment(records):
     )
     rs = _of(records, "sine_alignment")
     if not rs:
-        return _not_run(claim, "sine_alignment")
+        return _not_run(claim, "sine_alignment", records)
     end = _stat(rs, lambda r: r.config["method"], "alignment_end")
     start = _stat(rs, lambda r: r.config["method"], "alignment_start")
     if "modular-kernel" not in end or "modular-random" not in end:
-        return _not_run(claim, "sine_alignment")
+        return _not_run(claim, "sine_alignment", records)
     k, r = end["modular-kernel"], end["modular-random"]
     sims = [
         paper.get("sims", "alignment over training", m).y[-1] for m in ("modular-kernel", "modular-random")
@@ -345,7 +348,7 @@ def _cifar(records):
             )
         ks = sorted(set.intersection(*(set(v) for v in s.values())))
         if not ks:
-            out.append(_not_run(claim, exp))
+            out.append(_not_run(claim, exp, records))
             continue
         hits, parts = 0, []
         for k in ks:

@@ -3,13 +3,10 @@
 Trains the monolithic CNN and the image modular network of ``cifar_accuracy_vs_k --tier paper`` (channels
 16 32, hidden 64, batch 64 per replica, Adam lr 1e-3, S seeds stacked as the sweep stacks them) for a fixed
 number of steps with :func:`modscale.training.train`, on random composites (the arithmetic does not depend
-on pixel values), and prints slot images per second and the achieved FLOP rate, counted analytically:
-
-    conv block l on an H x W map:  2 * 9 c_{l-1} c_l H W      (H, W halve after every block)
-    dense layers:                   2 * (fan_in * fan_out) per layer
-    modular, per composite:         K (conv on 32 x 32 + dense) + 2 K k 3 32 32 (the slot mixture)
-    monolithic, per composite:      conv on 32 x 32k + dense
-    training = 3 x forward (backward ~ 2 x forward)
+on pixel values), and prints slot images per second and the achieved FLOP rate, counted analytically by the
+models' closed forms (``ImageModularNet.forward_flops``, ``MonolithicCNN.forward_flops``: conv blocks,
+dense layers and, for the modular network, the slot mixture), training = 3 x forward (backward ~ 2 x
+forward).
 
 In the same run it measures the rate of a large batched matmul (8 x 1024^3, same threads) and ends with
 
@@ -42,24 +39,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def conv_flops(width: int, channels=CHANNELS) -> int:
-    """Forward FLOPs of the conv blocks on one 3 x 32 x width image."""
-    flops, h, w, c_in = 0, 32, width, 3
-    for c_out in channels:
-        flops += 2 * 9 * c_in * c_out * h * w
-        h, w, c_in = h // 2, w // 2, c_out
-    return flops
-
-
 def forward_flops(net) -> int:
-    """Forward FLOPs per composite of one replica (module docstring)."""
-    k, r = net.k_slots, 32 >> len(CHANNELS)
+    """Forward FLOPs per composite of one replica (the models' closed forms, module docstring)."""
     if isinstance(net, ImageModularNet):
-        K = net.n_modules
-        dense = 2 * (CHANNELS[-1] * r * r * HIDDEN + HIDDEN * 10 * k)
-        return K * (conv_flops(32) + dense) + 2 * K * k * 3 * 32 * 32
-    dense = 2 * (CHANNELS[-1] * r * r * k * net.hidden + net.hidden * 10 * k)
-    return conv_flops(32 * k) + dense
+        return ImageModularNet.forward_flops(net.k_slots, net.n_modules, net.channels, net.hidden)
+    return MonolithicCNN.forward_flops(net.k_slots, net.channels, net.hidden)
 
 
 def matmul_rate(device: torch.device, reps: int = 10) -> float:

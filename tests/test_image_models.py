@@ -359,3 +359,22 @@ def test_cpu_training_equals_the_grouped_path_to_float32_rounding(monkeypatch):
     np.testing.assert_allclose(loss_cpu, loss_grouped, rtol=1e-5)
     for a, b in zip(params_cpu, params_grouped, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_forward_flops_match_torchs_flop_counter(k):
+    # second route: torch counts the FLOPs of every conv and matmul the forward pass actually runs
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(5, 3, 32, 32 * k)
+    for net, closed in (
+        (ImageModularNet(k, k, (8, 16), 12, n_replicas=2, generator=[0, 1]),
+         ImageModularNet.forward_flops(k, k, (8, 16), 12)),
+        (ImageModularNet(k, 2 * k, (4,), 7, projection="fixed", generator=0),
+         ImageModularNet.forward_flops(k, 2 * k, (4,), 7)),
+        (MonolithicCNN(k, (8, 16), 12, n_replicas=2, generator=[0, 1]),
+         MonolithicCNN.forward_flops(k, (8, 16), 12)),
+    ):  # fmt: skip
+        with FlopCounterMode(display=False) as counter:
+            net(x)
+        assert counter.get_total_flops() == closed * x.shape[0] * net.n_replicas

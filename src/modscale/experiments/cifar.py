@@ -74,23 +74,18 @@ PARAMS = (
 ASSUMED_FLOPS = 30e9
 
 
-def _slot_flops(c: Mapping) -> float:
-    """Forward FLOPs per slot image of one replica (one module per slot; the monolith is about equal)."""
-    channels, hidden = parse_channels(c["channels"]), c["hidden"]
-    flops, side, c_in = 0, 32, 3
-    for c_out in channels:
-        flops += 2 * 9 * c_in * c_out * side * side
-        side, c_in = side // 2, c_out
-    return flops + 2 * (c_in * side * side * hidden + hidden * 10 * c["k"])
+def _composite_flops(c: Mapping) -> float:
+    """Forward FLOPs per composite of one replica (one module per slot; the monolith is about equal)."""
+    return ImageModularNet.forward_flops(c["k"], c["k"], parse_channels(c["channels"]), c["hidden"])
 
 
 def _cost(c: Mapping) -> float:
-    """Seconds of one run on a 2-core CPU: training is 3 x forward FLOPs per slot image per pass, every test
+    """Seconds of one run on a 2-core CPU: training is 3 x forward FLOPs per composite per pass, every test
     evaluation 1 x, at ASSUMED_FLOPS; the kernel rule about 4 s per module (calibration scales it all)."""
     evals = 3 + len(c["noise_levels"].split())
-    slot_passes = 3 * c["k"] * c["n_train"] * c["epochs"] + c["k"] * c["n_test"] * evals
+    passes = 3 * c["n_train"] * c["epochs"] + c["n_test"] * evals
     kernel = 4.0 * c["k"] if c["method"] == "modular-kernel" else 0.0
-    return slot_passes * _slot_flops(c) / ASSUMED_FLOPS + kernel
+    return passes * _composite_flops(c) / ASSUMED_FLOPS + kernel
 
 
 def _probe(device_label: str) -> tuple[float, str]:
@@ -117,7 +112,7 @@ def _probe(device_label: str) -> tuple[float, str]:
     t0 = time.perf_counter()
     train(net, (X, Y), steps=steps, lr=1e-3, loss=loss, eval_every=steps, device=device)
     measured = (time.perf_counter() - t0) / (steps * B)
-    estimated = 3 * _slot_flops(config) / ASSUMED_FLOPS
+    estimated = 3 * _composite_flops(config) / ASSUMED_FLOPS
     return measured / estimated, f"probe: {steps} training steps of the paper-tier network timed here"
 
 

@@ -27,6 +27,13 @@ r = 32 / 2^L the side of the last feature map, and k slots:
     ImageModularNet:  K [conv(c) + c_L r^2 h + h + 10 k h + 10 k]  +  K k  (projections, "linear" only)
     MonolithicCNN:        conv(c) + c_L r^2 k h + h + 10 k h + 10 k
 
+Forward FLOPs per composite and replica (closed forms, :meth:`forward_flops`; a multiply-add is 2 FLOPs, a
+3 x 3 conv keeps the side and a block's 2 x 2 pooling halves it; biases, ReLU and pooling not counted):
+
+    convflops(c, w) = sum_l 2 * 9 c_{l-1} c_l (32 / 2^{l-1}) (w / 2^{l-1})     (an image 32 x w)
+    ImageModularNet:  K [convflops(c, 32) + 2 c_L r^2 h + 2 h 10 k]  +  2 K k 3 32^2  (slot mixing)
+    MonolithicCNN:        convflops(c, 32 k) + 2 c_L r^2 k h + 2 h 10 k
+
 Initialisation is torch.nn's default: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)); replica s of
 a stack built from ``generator=[g_0, .., g_S-1]`` equals the single network built from g_s.
 
@@ -75,6 +82,15 @@ def _check_channels(channels) -> tuple[int, ...]:
 def _conv_count(channels: tuple[int, ...]) -> int:
     dims = (3, *channels)
     return sum(c_out * (9 * c_in + 1) for c_in, c_out in zip(dims[:-1], dims[1:], strict=True))
+
+
+def _conv_flops(channels: tuple[int, ...], width: int) -> int:
+    """Forward FLOPs of the conv blocks on one 3 x 32 x width image (module docstring)."""
+    flops, h, w, c_in = 0, IMAGE_SIDE, width, 3
+    for c_out in channels:
+        flops += 2 * 9 * c_in * c_out * h * w
+        h, w, c_in = h // 2, w // 2, c_out
+    return flops
 
 
 def _conv_specs(
@@ -245,6 +261,21 @@ class ImageModularNet(_ImageNet):
             self.k_slots, self.n_modules, self.channels, self.hidden, self.projection
         )
 
+    @staticmethod
+    def forward_flops(
+        k_slots: int,
+        n_modules: int,
+        channels: Sequence[int] = DEFAULT_CHANNELS,
+        hidden: int = DEFAULT_HIDDEN,
+    ) -> int:
+        """Forward FLOPs per composite of one replica (closed form in the module docstring; fixed and
+        learned projections cost the same); training costs about 3 times this per composite."""
+        k, K = check_int("k_slots", k_slots, low=1), check_int("n_modules", n_modules, low=1)
+        c, h = _check_channels(channels), check_int("hidden", hidden, low=1)
+        r = IMAGE_SIDE >> len(c)
+        module = _conv_flops(c, IMAGE_SIDE) + 2 * c[-1] * r * r * h + 2 * h * N_CLASSES * k
+        return K * module + 2 * K * k * 3 * IMAGE_SIDE * IMAGE_SIDE
+
     # projections ------------------------------------------------------------------------------------------
     @property
     def projections(self) -> torch.Tensor:
@@ -344,6 +375,16 @@ class MonolithicCNN(_ImageNet):
     def count(self) -> int:
         """This network's trainable parameters per replica (the closed form)."""
         return self.count_parameters(self.k_slots, self.channels, self.hidden)
+
+    @staticmethod
+    def forward_flops(
+        k_slots: int, channels: Sequence[int] = DEFAULT_CHANNELS, hidden: int = DEFAULT_HIDDEN
+    ) -> int:
+        """Forward FLOPs per composite of one replica (closed form in the module docstring)."""
+        k, c = check_int("k_slots", k_slots, low=1), _check_channels(channels)
+        h = check_int("hidden", hidden, low=1)
+        r = IMAGE_SIDE >> len(c)
+        return _conv_flops(c, IMAGE_SIDE * k) + 2 * c[-1] * r * r * k * h + 2 * h * N_CLASSES * k
 
     @staticmethod
     def hidden_for(p: int, k_slots: int, channels: Sequence[int] = DEFAULT_CHANNELS) -> int:

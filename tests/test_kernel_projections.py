@@ -259,6 +259,7 @@ def test_bad_input_raises_before_any_work():
         (dict(generator=-1), InvalidValue, "generator seed must be >= 0"),
         (dict(device="tpu"), InvalidValue, "device"),
         (dict(progress="yes"), InvalidType, "progress"),
+        (dict(in_span=1), InvalidType, "in_span"),
         (dict(X="abc"), InvalidType, "X"),
     ]
     for override, error, match in cases:
@@ -315,3 +316,38 @@ def test_choose_n_modules_finds_the_planted_count():
     # too few candidates allowed: the curve has not levelled off, and the evidence says so
     K, ev = choose_n_modules(X, y, max_modules=2, batch_size=256, steps=100, generator=0)
     assert K == 2 and not ev["levelled_off"] and "max_modules" in ev["criterion"]
+
+
+def _rule(m: int = 24, k: int = 3, n: int = 3000, seed: int = 0, **options):
+    from modscale.rules.projections import _check_options, _Rule
+
+    task = SineTask(m, k, generator=seed)
+    X, y = task.sample(n, generator=seed + 1)
+    base = dict(
+        n_modules=k, module_dim=1, kernel="rbf", strategy="deflation", steps=20, batch_size=256, lr=0.05,
+        restarts=2, n_candidates=8, init="spectral", passes=0, bandwidth=0.5, jitter=1e-2, n_centres=None,
+        ridge=1e-3, in_span=True, progress=False,
+    )  # fmt: skip
+    opt = _check_options(X, **{**base, **options})
+    return _Rule(X, y - y.mean(0), opt, torch.Generator().manual_seed(seed), torch.device("cpu"), lambda k=1: 0)
+
+
+def test_the_search_stays_inside_its_space():
+    rule = _rule()
+    assert rule.Q is not None and rule.Q.shape == (24, 3)
+    torch.testing.assert_close(rule.Q.T @ rule.Q, torch.eye(3), atol=1e-5, rtol=0)
+    V, Q = rule.candidates(0)
+    assert Q.shape[0] == 24 and 3 < Q.shape[1] <= 3 + 4  # the span, widened by residual directions
+    torch.testing.assert_close(Q.T @ Q, torch.eye(Q.shape[1]), atol=1e-5, rtol=0)
+    U, _ = rule.optimise(V[:2], 0, 10, Q)
+    outside = U - U @ Q @ Q.T  # (2, 1, 24): what of U lies outside the space
+    assert float(outside.norm()) < 1e-4 and torch.allclose(U.norm(dim=-1), torch.ones(2, 1))
+    # without a space the same starts move in all of R^m
+    W, _ = rule.optimise(V[:2], 0, 10, None)
+    assert float((W - W @ Q @ Q.T).norm()) > 1e-3
+
+
+def test_in_span_false_or_random_starts_search_all_of_r_m():
+    assert _rule(in_span=False).Q is None
+    assert _rule(init="random").Q is None
+    assert _rule(m=3, k=3).Q is None  # the span is all of R^m already

@@ -64,7 +64,7 @@ def choose_n_modules(
         raise InvalidValue(f"validation_fraction must lie in (0, 1), got {validation_fraction!r}")
     unknown = set(rule_options) - {
         "kernel", "steps", "batch_size", "lr", "restarts", "n_candidates", "init", "bandwidth", "jitter",
-        "n_centres", "ridge", "progress",
+        "n_centres", "ridge", "in_span", "progress",
     }  # fmt: skip
     if unknown:
         raise InvalidValue(f"unknown rule option(s) {sorted(unknown)} for choose_n_modules")
@@ -72,7 +72,7 @@ def choose_n_modules(
     n_val = max(1, int(round(validation_fraction * n)))
     defaults = dict(
         kernel="rbf", steps=100, batch_size=512, lr=0.05, restarts=4, n_candidates=32, init="spectral",
-        bandwidth=0.5, jitter=1e-2, n_centres=None, ridge=1e-3, progress=None,
+        bandwidth=0.5, jitter=1e-2, n_centres=None, ridge=1e-3, in_span=True, progress=None,
     )  # fmt: skip
     defaults.update(rule_options)
     opt = _check_options(

@@ -329,7 +329,8 @@ def _rule(m: int = 24, k: int = 3, n: int = 3000, seed: int = 0, **options):
         ridge=1e-3, in_span=True, progress=False,
     )  # fmt: skip
     opt = _check_options(X, **{**base, **options})
-    return _Rule(X, y - y.mean(0), opt, torch.Generator().manual_seed(seed), torch.device("cpu"), lambda k=1: 0)
+    gen = torch.Generator().manual_seed(seed)
+    return _Rule(X, y - y.mean(0), opt, gen, torch.device("cpu"), lambda k=1: 0)
 
 
 def test_the_search_stays_inside_its_space():

@@ -368,7 +368,8 @@ def extract_into(archive_path: Path, dest: Path, source: str) -> Path:
         try:
             load_cifar10(extracted, use_cache=False)  # the restricted unpickler and the count check
         except InvalidValue as err:
-            raise FetchError(f"{source}: the extracted files are not CIFAR-10: {err}") from None
+            where = str(err).replace(str(extracted), OFFICIAL_SUBDIR)  # the temporary folder is gone by then
+            raise FetchError(f"{source}: the extracted files are not CIFAR-10: {where}") from None
         target = dest / OFFICIAL_SUBDIR
         try:
             os.replace(extracted, target)  # atomic; fails if a non-empty folder is already there
@@ -398,9 +399,9 @@ def fetch_cifar10(
     """Download, verify and extract CIFAR-10 into ``dest`` (default :func:`default_fetch_dir`); returns the
     ``cifar-10-batches-py`` folder.
 
-    ``url`` with ``sha256`` and/or ``md5`` replaces the official source (a mirror). A ``dest`` that already
-    holds CIFAR-10 in any layout raises :class:`~modscale.errors.InvalidValue` (nothing to do; nothing is
-    downloaded). Raises :class:`~modscale.errors.FetchError` as the module docstring says.
+    ``url`` with ``sha256`` and/or ``md5`` replaces the official source (a mirror). When ``dest`` already
+    holds CIFAR-10 (either layout), nothing is downloaded and the folder holding the files is returned.
+    Raises :class:`~modscale.errors.FetchError` as the module docstring says.
     """
     if dest is not None and not isinstance(dest, str | os.PathLike):
         raise InvalidType(f"dest must be a path, got {type(dest).__name__}")
@@ -421,7 +422,7 @@ def fetch_cifar10(
     if dest.exists() and not dest.is_dir():
         raise InvalidValue(f"{dest} exists and is not a folder")
     if dest.is_dir() and _layout(dest) is not None:
-        raise InvalidValue(f"{dest} already holds CIFAR-10 ({_layout(dest)[1]}); nothing to do")
+        return _layout(dest)[1]  # already there: nothing is downloaded
     if (dest / OFFICIAL_SUBDIR).exists():
         raise InvalidValue(
             f"{dest / OFFICIAL_SUBDIR} exists but is not a complete CIFAR-10 folder; move it away and fetch "
@@ -435,9 +436,13 @@ def fetch_cifar10(
             path.unlink()  # verified and extracted, or refused: either way not worth keeping
 
 
-def archive_size(archive: Archive = CIFAR10_ARCHIVE) -> str:
+def archive_size(archive: Archive | None = None) -> str:
     """The archive's size for messages: "163 MB" (MiB, as the dataset page counts)."""
-    return f"{archive.size / 2**20:.0f} MB" if archive.size else "unknown size"
+    archive = archive or CIFAR10_ARCHIVE
+    if not archive.size:
+        return "size unknown"
+    mb = archive.size / 2**20
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB"
 
 
 __all__ = [

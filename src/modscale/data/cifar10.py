@@ -4,7 +4,7 @@
 
 Images are uint8 in NHWC order, ``(N, 32, 32, 3)`` (row, column, RGB channel), labels uint8 ``(N,)`` in
 0..9 in the standard class order :data:`CIFAR10_CLASSES`; the standard split has 50,000 training and
-10,000 test images. Nothing is ever downloaded.
+10,000 test images. Loading never downloads (:mod:`modscale.data.fetch` does, when asked).
 
 Where the data is looked for (:func:`locate_cifar10`), first match wins:
 

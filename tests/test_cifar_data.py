@@ -14,7 +14,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modscale.data import CacheWarning, Cifar10Arrays, load_cifar10, locate_cifar10, restricted_load
+from modscale.data import (
+    CacheWarning,
+    Cifar10Arrays,
+    data_home,
+    default_cache_dir,
+    default_fetch_dir,
+    find_cifar10,
+    load_cifar10,
+    locate_cifar10,
+    restricted_load,
+)
 from modscale.data import cifar10 as cifar_module
 from modscale.errors import InvalidType, InvalidValue
 
@@ -226,6 +236,7 @@ def test_location_order_argument_then_env(tmp_path, monkeypatch):
 
 def test_default_location_is_shared_folder_beside_the_checkout(tmp_path, monkeypatch):
     monkeypatch.delenv("MODSCALE_DATA", raising=False)
+    monkeypatch.setenv("MODSCALE_CACHE", str(tmp_path / "home"))  # an empty data home
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     fake_npz_folder(tmp_path / "shared" / "data" / "cifar10")
@@ -240,10 +251,47 @@ def test_package_root_candidate_is_the_repository_root():
 
 def test_missing_data_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.delenv("MODSCALE_DATA", raising=False)
+    monkeypatch.setenv("MODSCALE_CACHE", str(tmp_path / "home"))
     monkeypatch.setattr(cifar_module, "_repo_root_candidates", lambda: [tmp_path / "nowhere"])
     with pytest.raises(InvalidValue, match="MODSCALE_DATA") as err:
         load_cifar10()
-    assert "shared/data/cifar10" in str(err.value) and "train.npz" in str(err.value)
+    message = str(err.value)
+    assert "shared/data/cifar10" in message and "train.npz" in message
+    assert "modscale data fetch cifar10" in message and str(tmp_path / "home" / "cifar10") in message
+
+
+def test_lookup_order_data_dir_env_home_checkout(tmp_path, monkeypatch):
+    """--data-dir, then MODSCALE_DATA, then the data home, then the copy beside the checkout."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    fake_npz_folder(tmp_path / "shared" / "data" / "cifar10")
+    fake_official_folder(tmp_path / "home" / "cifar10" / "cifar-10-batches-py", per_batch=2)
+    fake_npz_folder(tmp_path / "env")
+    fake_npz_folder(tmp_path / "arg")
+    monkeypatch.setattr(cifar_module, "_repo_root_candidates", lambda: [checkout])
+    monkeypatch.setenv("MODSCALE_CACHE", str(tmp_path / "home"))
+    monkeypatch.setenv("MODSCALE_DATA", str(tmp_path / "env"))
+    assert find_cifar10(tmp_path / "arg") == ("npz", tmp_path / "arg", "data_dir")
+    assert find_cifar10() == ("npz", tmp_path / "env", "$MODSCALE_DATA")
+    monkeypatch.delenv("MODSCALE_DATA")
+    home = tmp_path / "home" / "cifar10" / "cifar-10-batches-py"
+    assert find_cifar10() == ("official", home, "data home")
+    (home / "test_batch").unlink()  # an incomplete home copy is passed over, not used
+    assert find_cifar10() == ("npz", (tmp_path / "shared" / "data" / "cifar10").resolve(), "checkout")
+
+
+def test_data_home_is_the_platform_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("MODSCALE_CACHE", raising=False)
+    monkeypatch.delenv("MODSCALE_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if sys.platform.startswith("linux"):
+        assert data_home() == tmp_path / "xdg" / "modscale"
+    assert default_cache_dir() == data_home()
+    assert default_fetch_dir() == data_home() / "cifar10"
+    monkeypatch.setenv("MODSCALE_CACHE", str(tmp_path / "mine"))
+    assert data_home() == tmp_path / "mine"
+    monkeypatch.setenv("MODSCALE_DATA", str(tmp_path / "there"))
+    assert default_fetch_dir() == tmp_path / "there"  # fetch fills the folder the lookup reads first
 
 
 def test_missing_data_message_from_the_command_line(tmp_path):
@@ -387,6 +435,49 @@ def test_official_python2_style_names_load(tmp_path):
 def test_official_wrong_counts(tmp_path):
     fake_official_folder(tmp_path, per_batch=2)
     with pytest.raises(InvalidValue, match="must have 50000 images, got 10"):
+        load_cifar10(tmp_path)
+
+
+def write_meta(folder: Path, per_batch: int) -> None:
+    names = [c.encode() for c in cifar_module.CIFAR10_CLASSES]
+    meta = {b"num_cases_per_batch": per_batch, b"label_names": names, b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+def balanced_official_folder(folder: Path, per_batch: int) -> None:
+    fake_official_folder(folder, per_batch=per_batch)
+    for name in (
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ):
+        batch = restricted_load(folder / name)
+        batch[b"labels"] = [i % 10 for i in range(per_batch)]
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+
+
+def test_official_counts_follow_batches_meta(tmp_path):
+    """The archive's batches.meta states its batch size; the counts and class balance are held to it."""
+    balanced_official_folder(tmp_path, per_batch=20)
+    with pytest.raises(InvalidValue, match="must have 50000 images, got 100"):
+        load_cifar10(tmp_path)  # no batches.meta: the standard size
+    write_meta(tmp_path, 20)
+    data = load_cifar10(tmp_path)
+    assert data.x_train.shape == (100, 32, 32, 3) and np.bincount(data.y_test).tolist() == [2] * 10
+    write_meta(tmp_path, 10_000)  # the official archive's value
+    with pytest.raises(InvalidValue, match="20 images, but batches.meta says every batch has 10000"):
+        load_cifar10(tmp_path)
+    write_meta(tmp_path, 20)
+    batch = restricted_load(tmp_path / "test_batch")
+    batch[b"labels"] = [0] * 20
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(InvalidValue, match="2 images per class"):
+        load_cifar10(tmp_path)
+    (tmp_path / "batches.meta").write_bytes(pickle.dumps({b"num_cases_per_batch": 7}, protocol=2))
+    with pytest.raises(InvalidValue, match="positive multiple of 10"):
         load_cifar10(tmp_path)
 
 

@@ -20,6 +20,12 @@ class InvalidType(UsageError, TypeError):
     """An argument has a type that is not allowed."""
 
 
+class FetchError(UsageError):
+    """A download could not give the data: no network, no answer in time, an HTTP error, a file that failed
+    its checksum, or an archive that is unsafe to extract. The message says what happened and what to do;
+    the CLI prints it as one line and exits 2."""
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss.
 
@@ -34,4 +40,4 @@ class NonFiniteLossError(RuntimeError):
         super().__init__(msg + (f": {detail}" if detail else ""))
 
 
-__all__ = ["UsageError", "InvalidValue", "InvalidType", "NonFiniteLossError"]
+__all__ = ["UsageError", "InvalidValue", "InvalidType", "FetchError", "NonFiniteLossError"]

@@ -2,7 +2,8 @@
 
 - ``list``: the registered experiments, their tiers and (``-v``) their config keys;
 - ``run NAME``: one experiment's sweep into ``--out`` (resumes: stored runs are skipped);
-- ``reproduce``: every experiment at a tier, then the figures and the report;
+- ``reproduce``: every experiment at a tier, then the figures and the report; an experiment whose data set
+  is missing is skipped (``--fetch-data`` downloads it first; exit status 3 says something was skipped);
 - ``plot DIR``: PNG and PDF of every figure that has results in ``DIR``;
 - ``report DIR``: one self-contained HTML page.
 
@@ -26,6 +27,8 @@ from modscale.experiments.runner import Progress, Summary
 from modscale.results import FILENAME, load
 
 PLAIN_EVERY_S = 10.0
+# `modscale reproduce` finished and wrote its outputs, but skipped experiments whose data is missing.
+EXIT_SKIPPED = 3
 
 
 # ------------------------------------------------------------------------------------------ progress
@@ -186,8 +189,8 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
         "--data-dir",
         default=None,
         metavar="DIR",
-        help="CIFAR-10 folder (npz or cifar-10-batches-py; default: $MODSCALE_DATA, else "
-        "../shared/data/cifar10 next to the checkout)",
+        help="CIFAR-10 folder (npz or cifar-10-batches-py; default: $MODSCALE_DATA, else the data home, "
+        "else ../shared/data/cifar10 next to the checkout; see `modscale data list`)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument(
@@ -219,6 +222,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("reproduce", help="every experiment at a tier, then figures and the report")
     p.add_argument("--only", default=None, metavar="NAMES", help="comma-separated experiments (default: all)")
+    p.add_argument(
+        "--fetch-data",
+        action="store_true",
+        help="download a missing data set first (CIFAR-10: 163 MB; `modscale data fetch cifar10`); "
+        "without it, experiments whose data is missing are skipped",
+    )
     _add_sweep_options(p)
     p.set_defaults(handler=cmd_reproduce)
 
@@ -343,6 +352,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.plan:
         _print_plan(plans, args)
         return 0
+    from modscale.cli._data import ensure_data
+
+    missing = ensure_data(
+        [d for p in plans for d in p.experiment.data], fetch_missing=args.fetch_data, quiet=args.quiet
+    )
+    skipped = {p.experiment.name: missing[d] for p in plans for d in p.experiment.data if d in missing}
+    plans = [p for p in plans if p.experiment.name not in skipped]
     backend = make_backend(args.backend, ray_address=args.ray_address)
     if not args.quiet:
         print(
@@ -354,13 +370,23 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         plans, args.out, backend, device=args.device, progress=make_progress(args.quiet), keep_going=True
     )
     _print_summary(summary)
+    notes = []
+    for name, reason in skipped.items():
+        print(f"{name}: skipped: {reason}")
+    for reason in dict.fromkeys(skipped.values()):
+        names = ", ".join(n for n, r in skipped.items() if r == reason)
+        notes.append(f"skipped {names}: {reason}")
     out = Path(args.out)
-    figures, report, text = _write_outputs(out, out / "figures", ("png", "pdf"), out / "report.html")
+    figures, report, text = _write_outputs(
+        out, out / "figures", ("png", "pdf"), out / "report.html", extra_notes=notes
+    )
     print(f"results: {summary.results_path}")
     print(f"figures: {figures}")
     print(f"summary: {text}")
     print(f"report:  {report}")
-    return 1 if summary.errors else 0
+    if summary.errors:
+        return 1
+    return EXIT_SKIPPED if skipped else 0
 
 
 def _records(directory: Path):
@@ -378,12 +404,13 @@ def _descriptions() -> dict[str, str]:
     return {e.name: e.description + (f" (paper: {e.paper})" if e.paper else "") for e in all_experiments()}
 
 
-def _write_outputs(directory: Path, figures_dir: Path, formats, report_path: Path | None):
+def _write_outputs(directory: Path, figures_dir: Path, formats, report_path: Path | None, extra_notes=()):
     from modscale.plots import render, save
     from modscale.plots.report import summary_text, write_report
 
     records, notes = _records(directory)
-    for note in notes:
+    notes = list(extra_notes) + notes  # extra notes (skipped experiments) were printed already
+    for note in notes[len(extra_notes) :]:
         print(f"modscale: note: {note}", file=sys.stderr)
     outputs = render(records)
     for output in outputs:

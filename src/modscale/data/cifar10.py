@@ -4,14 +4,18 @@
 
 Images are uint8 in NHWC order, ``(N, 32, 32, 3)`` (row, column, RGB channel), labels uint8 ``(N,)`` in
 0..9 in the standard class order :data:`CIFAR10_CLASSES`; the standard split has 50,000 training and
-10,000 test images. Nothing is ever downloaded.
+10,000 test images. Loading never downloads (:mod:`modscale.data.fetch` does, when asked).
 
 Where the data is looked for (:func:`locate_cifar10`), first match wins:
 
 1. the ``data_dir`` argument (``--data-dir`` on the command line);
 2. the ``MODSCALE_DATA`` environment variable;
-3. ``../shared/data/cifar10`` next to the checkout, i.e. the folder ``shared`` beside the repository root
-   (found from this file's location for an editable install, then from the current directory).
+3. the data home's ``cifar10`` folder, where ``modscale data fetch cifar10`` puts the official archive
+   (:func:`data_home`: ``$MODSCALE_CACHE``, else the platform's user cache folder,
+   ``$XDG_CACHE_HOME/modscale`` or ``~/.cache/modscale`` on Linux);
+4. ``../shared/data/cifar10`` next to the checkout, i.e. the folder ``shared`` beside the repository root
+   (found from this file's location for an editable install, then from the current directory): the offline
+   copy for machines without internet.
 
 A folder is recognised by its content: ``train.npz`` and ``test.npz`` (the offline copy), or the official
 ``data_batch_1`` .. ``data_batch_5`` and ``test_batch`` files, either in the folder itself or in its
@@ -20,13 +24,13 @@ A folder is recognised by its content: ``train.npz`` and ``test.npz`` (the offli
 Offline npz format (``np.savez_compressed``; read with ``allow_pickle=False``): ``jpeg`` uint8, all images'
 JPEG files concatenated; ``offsets`` int64 of length N+1, image i is ``jpeg[offsets[i]:offsets[i+1]]``;
 ``labels`` uint8 (N,). Each JPEG is decoded once with Pillow to RGB 32 x 32 (its header is checked before
-decoding, so an oversized image cannot exhaust memory). The decoded arrays (about 184 MB) are cached in
-``<cache>/cifar10/decoded-<hash>.npz``, where ``<hash>`` is the SHA-256 of the two source files, so a changed
-source gets a new cache file. The cache file stores the SHA-256 of the decoded arrays; every load recomputes
-it (about 0.15 s) and a mismatch, or an unreadable cache file, emits a :class:`CacheWarning` and rebuilds the
-cache. The cache directory is the ``cache_dir`` argument, else ``MODSCALE_CACHE``, else
-``$XDG_CACHE_HOME/modscale``, else ``~/.cache/modscale``; files are written atomically (temporary file, then
-rename), so concurrent processes never read a half-written cache.
+decoding, so an oversized image cannot exhaust memory). The decoded arrays (about 184 MB) are cached in the
+same data home, ``<home>/cifar10/decoded-<hash>.npz``, where ``<hash>`` is the SHA-256 of the two source
+files, so a changed source gets a new cache file. The cache file stores the SHA-256 of the decoded arrays;
+every load recomputes it (about 0.15 s) and a mismatch, or an unreadable cache file, emits a
+:class:`CacheWarning` and rebuilds the cache. The cache directory is the ``cache_dir`` argument, else the
+data home; files are written atomically (temporary file, then rename), so concurrent processes never read a
+half-written cache.
 
 Official format: six Python pickles, each a dict with ``data`` (uint8, (n, 3072): the 1024 red, then green,
 then blue pixels of a 32 x 32 image in row-major order) and ``labels`` (n ints). Unpickling can run arbitrary
@@ -34,6 +38,9 @@ code, so these files go through :class:`RestrictedUnpickler`, which resolves onl
 array needs (array reconstruction, dtype, scalar, frombuffer) and a latin-1-only ``_codecs.encode``; any other
 global (``os.system``, ``builtins.eval``, ``numpy.load``, ...) raises :class:`~modscale.errors.InvalidValue`
 before it is called. Containers (dict, list, tuple), bytes, str, int, float, bool and None need no global.
+The archive's ``batches.meta`` (read the same way) states the batch size, ``num_cases_per_batch`` (10,000 in
+the official archive); the count check holds the batches to it: five training batches and one test batch of
+that size, each split balanced over the classes. Without ``batches.meta`` the standard 10,000 is assumed.
 
 Errors (all :class:`~modscale.errors.InvalidValue`, raised before any decoding): no data found (the message
 lists the places searched and says where to put the files); a missing or unreadable file; a corrupt npz; a
@@ -42,7 +49,7 @@ missing key; wrong dtype, shape or count (with ``check_counts=True``, the defaul
 
 Example::
 
-    data = load_cifar10()                        # ../shared/data/cifar10, decoded once then cached
+    data = load_cifar10()                        # the first folder found, decoded once then cached
     data.x_train.shape, data.y_train.dtype       # (50000, 32, 32, 3), uint8
     x_train, y_train, x_test, y_test = data      # also unpacks as a tuple
 """
@@ -60,6 +67,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import platformdirs
 
 from modscale.errors import InvalidType, InvalidValue
 
@@ -75,6 +83,9 @@ DEFAULT_RELATIVE_DIR = Path("..") / "shared" / "data" / "cifar10"
 NPZ_FILES = {"train": "train.npz", "test": "test.npz"}
 OFFICIAL_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 OFFICIAL_SUBDIR = "cifar-10-batches-py"
+OFFICIAL_META = "batches.meta"
+HOME_SUBDIR = "cifar10"  # <data home>/cifar10: the fetched archive's folder and the decode cache
+FETCH_COMMAND = "modscale data fetch cifar10"
 _CACHE_VERSION = 1  # bump when the cache layout changes; part of the cache file name
 
 
@@ -118,58 +129,109 @@ def _expected_content() -> str:
     )
 
 
-def locate_cifar10(data_dir: str | os.PathLike | None = None) -> tuple[str, Path]:
-    """Find CIFAR-10 on disk; returns ``(layout, folder)`` with layout ``"npz"`` or ``"official"``.
+class Found(NamedTuple):
+    """Where CIFAR-10 was found: its layout (``"npz"`` or ``"official"``), the folder holding the files and
+    which rule of the lookup order found it (``"data_dir"``, ``"$MODSCALE_DATA"``, ``"data home"``,
+    ``"checkout"``)."""
 
-    Order: ``data_dir``, then ``$MODSCALE_DATA``, then ``../shared/data/cifar10`` beside the repository root
-    (from the package location, then from the current directory). An explicit ``data_dir`` or
-    ``$MODSCALE_DATA`` that does not hold the data raises at once rather than falling back silently.
-    """
-    explicit = [("data_dir", data_dir)] if data_dir is not None else []
-    if not explicit and os.environ.get(DATA_ENV):
-        explicit = [(f"${DATA_ENV}", os.environ[DATA_ENV])]
-    for name, value in explicit:
-        if not isinstance(value, str | os.PathLike):
-            raise InvalidType(f"{name} must be a path, got {type(value).__name__}")
-        folder = Path(value).expanduser()
-        if not folder.is_dir():
-            raise InvalidValue(f"{name} {str(folder)!r} is not a folder; {_expected_content()}")
-        found = _layout(folder)
-        if found is None:
-            raise InvalidValue(f"{name} {str(folder)!r} holds no CIFAR-10 data: {_expected_content()}")
-        return found
-    searched = []
-    for root in _repo_root_candidates():
-        folder = (root / DEFAULT_RELATIVE_DIR).resolve()
-        if folder in searched:
-            continue
-        searched.append(folder)
-        found = _layout(folder) if folder.is_dir() else None
-        if found is not None:
-            return found
-    raise InvalidValue(
-        "CIFAR-10 data not found (searched: " + ", ".join(str(p) for p in searched) + "). "
-        f"Put the files in {DEFAULT_RELATIVE_DIR} next to the checkout, set {DATA_ENV}=<folder>, or pass "
-        f"data_dir (--data-dir); {_expected_content()}. Nothing is downloaded."
-    )
+    layout: str
+    folder: Path
+    source: str
+
+
+def data_home() -> Path:
+    """The one folder modscale keeps data in: ``$MODSCALE_CACHE``, else the platform's user cache folder
+    (``platformdirs.user_cache_dir("modscale")``: ``$XDG_CACHE_HOME/modscale``, else ``~/.cache/modscale`` on
+    Linux; ``~/Library/Caches/modscale`` on macOS). Fetched data sets go to ``<home>/<name>``, decoded-image
+    caches beside them, partial downloads to ``<home>/downloads``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(platformdirs.user_cache_dir("modscale", appauthor=False))
 
 
 def default_cache_dir() -> Path:
-    """``$MODSCALE_CACHE``, else ``$XDG_CACHE_HOME/modscale``, else ``~/.cache/modscale``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "modscale"
-    return Path.home() / ".cache" / "modscale"
+    """Where decoded images are cached: the data home (:func:`data_home`)."""
+    return data_home()
+
+
+def default_fetch_dir() -> Path:
+    """Where ``modscale data fetch cifar10`` puts the archive's folder by default: the first place the lookup
+    reads that a user can name, ``$MODSCALE_DATA`` when set, else ``<data home>/cifar10``."""
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return data_home() / HOME_SUBDIR
+
+
+def _explicit_layout(name: str, value: Any) -> Found:
+    if not isinstance(value, str | os.PathLike):
+        raise InvalidType(f"{name} must be a path, got {type(value).__name__}")
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise InvalidValue(
+            f"{name} {str(folder)!r} is not a folder; {_expected_content()}, or run "
+            f"`{FETCH_COMMAND} --dir {folder}` to download them there"
+        )
+    found = _layout(folder)
+    if found is None:
+        raise InvalidValue(
+            f"{name} {str(folder)!r} holds no CIFAR-10 data: {_expected_content()}; run "
+            f"`{FETCH_COMMAND} --dir {folder}` to download them there"
+        )
+    return Found(*found, name)
+
+
+def _default_places() -> list[tuple[str, Path]]:
+    """The folders searched when neither ``data_dir`` nor ``$MODSCALE_DATA`` is given, in order."""
+    places = [("data home", data_home() / HOME_SUBDIR)]
+    for root in _repo_root_candidates():
+        folder = (root / DEFAULT_RELATIVE_DIR).resolve()
+        if all(folder != p for _, p in places):
+            places.append(("checkout", folder))
+    return places
+
+
+def find_cifar10(data_dir: str | os.PathLike | None = None) -> Found:
+    """Find CIFAR-10 on disk (see the module docstring for the order) and say which rule found it.
+
+    An explicit ``data_dir`` or ``$MODSCALE_DATA`` that does not hold the data raises at once rather than
+    falling back silently; when nothing is found the message lists every folder searched and how to fetch.
+    """
+    if data_dir is not None:
+        return _explicit_layout("data_dir", data_dir)
+    if os.environ.get(DATA_ENV):
+        return _explicit_layout(f"${DATA_ENV}", os.environ[DATA_ENV])
+    places = _default_places()
+    for source, folder in places:
+        found = _layout(folder) if folder.is_dir() else None
+        if found is not None:
+            return Found(*found, source)
+    raise InvalidValue(
+        "CIFAR-10 data not found (searched: " + ", ".join(str(p) for _, p in places) + "). "
+        f"Run `{FETCH_COMMAND}` to download the official archive (163 MB) into {places[0][1]}, or point "
+        f"--data-dir or {DATA_ENV}=<folder> at a copy ({DEFAULT_RELATIVE_DIR} next to the checkout is also "
+        f"read); {_expected_content()}."
+    )
+
+
+def locate_cifar10(data_dir: str | os.PathLike | None = None) -> tuple[str, Path]:
+    """Find CIFAR-10 on disk; returns ``(layout, folder)`` with layout ``"npz"`` or ``"official"``.
+
+    Order: ``data_dir``, then ``$MODSCALE_DATA``, then ``<data home>/cifar10``, then
+    ``../shared/data/cifar10`` beside the repository root (from the package location, then from the current
+    directory). :func:`find_cifar10` also says which of them found it.
+    """
+    found = find_cifar10(data_dir)
+    return found.layout, found.folder
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Validation shared by both formats
 
 
-def _check_counts(split: str, y: np.ndarray, source: str) -> None:
-    """The standard split: 50,000 training / 10,000 test images, balanced over the 10 classes."""
-    expected = STANDARD_COUNTS[split]
+def _check_counts(split: str, y: np.ndarray, source: str, expected: int | None = None) -> None:
+    """``expected`` images (default: the standard 50,000 training / 10,000 test), balanced over the 10
+    classes."""
+    expected = STANDARD_COUNTS[split] if expected is None else expected
     if y.size != expected:
         raise InvalidValue(
             f"{source}: the {split} split must have {expected} images, got {y.size} "
@@ -415,16 +477,41 @@ def _read_official_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _declared_batch_size(folder: Path) -> int | None:
+    """``num_cases_per_batch`` from the folder's ``batches.meta`` (None when the file is absent)."""
+    path = folder / OFFICIAL_META
+    if not path.is_file():
+        return None
+    meta = restricted_load(path)
+    if isinstance(meta, dict):
+        meta = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in meta.items()}
+        size = meta.get("num_cases_per_batch")
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0 and size % N_CLASSES == 0:
+            return size
+    raise InvalidValue(
+        f"{path}: expected a dict whose 'num_cases_per_batch' is a positive multiple of {N_CLASSES}"
+    )
+
+
 def _load_official(folder: Path, check_counts: bool) -> Cifar10Arrays:
+    per_batch = _declared_batch_size(folder) if check_counts else None
     out = {}
     for split, names in OFFICIAL_FILES.items():
         parts = [_read_official_batch(folder / name) for name in names]
+        if per_batch is not None:
+            for name, (_, y) in zip(names, parts, strict=True):
+                if y.size != per_batch:
+                    raise InvalidValue(
+                        f"{folder / name}: {y.size} images, but {OFFICIAL_META} says every batch has "
+                        f"{per_batch} (pass check_counts=False for a subset)"
+                    )
         x = np.concatenate([p[0] for p in parts])
         y = np.concatenate([p[1] for p in parts])
         if y.size == 0:
             raise InvalidValue(f"{folder}: the {split} split has no images")
         if check_counts:
-            _check_counts(split, y, f"{folder} ({split} split)")
+            expected = None if per_batch is None else per_batch * len(names)
+            _check_counts(split, y, f"{folder} ({split} split)", expected)
         out[split] = (x, y)
     return Cifar10Arrays(*out["train"], *out["test"])
 
@@ -444,10 +531,12 @@ def load_cifar10(
     Parameters
     ----------
     data_dir : folder with ``train.npz``/``test.npz`` or the official batches (see :func:`locate_cifar10`
-        for the fallbacks: ``$MODSCALE_DATA``, then ``../shared/data/cifar10`` next to the checkout).
-    cache_dir : where decoded npz images are cached (default :func:`default_cache_dir`).
+        for the fallbacks: ``$MODSCALE_DATA``, the data home, ``../shared/data/cifar10`` beside the
+        checkout).
+    cache_dir : where decoded npz images are cached (default: the data home, :func:`data_home`).
     use_cache : False decodes the JPEGs every time and writes nothing.
-    check_counts : require the standard split (50,000 / 10,000 images, balanced classes).
+    check_counts : require the standard split (50,000 / 10,000 images, balanced classes; for the official
+        format, the batch size its ``batches.meta`` states).
 
     Returns
     -------
@@ -478,7 +567,11 @@ def load_cifar10(
 __all__ = [
     "load_cifar10",
     "locate_cifar10",
+    "find_cifar10",
+    "Found",
+    "data_home",
     "default_cache_dir",
+    "default_fetch_dir",
     "restricted_load",
     "RestrictedUnpickler",
     "Cifar10Arrays",
@@ -486,4 +579,5 @@ __all__ = [
     "CIFAR10_CLASSES",
     "DATA_ENV",
     "CACHE_ENV",
+    "FETCH_COMMAND",
 ]

@@ -129,6 +129,7 @@ def _experiment(name: str, description: str, tiers: dict[str, Tier], paper: str 
         paper=paper,
         cost=_cost,
         probe=_probe,
+        data=("cifar10",),
     )
 
 

@@ -127,13 +127,13 @@ def _arrays(folder: str, cache_dir: str) -> Cifar10Arrays:
 
 
 def _location() -> tuple[str, str]:
-    """(data folder, cache folder) as found now ($MODSCALE_DATA, else ../shared/data/cifar10)."""
+    """(data folder, cache folder) as found now ($MODSCALE_DATA, the data home, ../shared/data/cifar10)."""
     _, folder = locate_cifar10(None)
     return str(folder), str(default_cache_dir())
 
 
 def cifar_arrays() -> Cifar10Arrays:
-    """CIFAR-10 from the usual places ($MODSCALE_DATA, else ../shared/data/cifar10), loaded once per process.
+    """CIFAR-10 from the usual places (:func:`modscale.data.find_cifar10`), loaded once per process.
 
     Raises :class:`~modscale.errors.InvalidValue` (missing data, a corrupt file, wrong shapes or counts)
     before any training starts.

@@ -224,6 +224,8 @@ class Experiment:
       per run).
     - ``probe(device_label)``: optional, about a second of the experiment's own work timed here, returning
       (measured / estimated seconds, what was timed); used to calibrate ``cost`` when no run is stored.
+    - ``data``: the data sets its runs read from disk (``"cifar10"``); ``modscale reproduce`` fetches a
+      missing one when asked to, and otherwise skips the experiment with the reason.
     """
 
     name: str
@@ -240,6 +242,7 @@ class Experiment:
     paper: str = ""
     cost: Callable[[Mapping[str, Any]], float] | None = None
     probe: Callable[[str], tuple[float, str]] | None = None
+    data: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):

@@ -54,7 +54,7 @@ Test sets are fixed and seeded the same way: ``n_test`` composites of seen and o
 
 Example::
 
-    task = CompositionalCIFAR(4, n_train=5000, generator=0)   # loads ../shared/data/cifar10
+    task = CompositionalCIFAR(4, n_train=5000, generator=0)   # loads CIFAR-10 (modscale.data)
     X, Y = task.sample(256, generator=1)                       # (256, 3, 32, 128) float32, (256, 4) int64
     source = task.batch_source(128)                            # for modscale.training.train(model, source)
     metrics = task.evaluate(model, which="unseen", noise=0.2)  # {"per_slot_accuracy": ..., ...}

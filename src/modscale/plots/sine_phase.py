@@ -199,7 +199,7 @@ def sine_phase(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
 def _outline(j: int, i: int):
     from matplotlib.patches import Rectangle
 
-    return Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="w", linewidth=2.5)
+    return Rectangle((j - 0.42, i - 0.42), 0.84, 0.84, fill=False, edgecolor="w", linewidth=2.5)
 
 
 @figure("sine_phase_samples", experiments=(EXPERIMENT,), title="Samples to find the modules, per method")

@@ -56,7 +56,7 @@ def test_regressor_reproducible_batch_independent_and_multioutput():
     halves = np.concatenate([a.predict(X[:100]), a.predict(X[100:])])
     np.testing.assert_allclose(halves, a.predict(X), rtol=1e-12, atol=1e-12)
     Y = np.stack([y, -2 * y + 1], axis=1)
-    est = ModularRegressor(random_state=0, **QUICK).fit(X, Y)
+    est = ModularRegressor(n_modules=4, random_state=0, **QUICK).fit(X, Y)
     assert est.predict(X).shape == (300, 2)
     assert est.initial_projections_.shape == (4, 1, 6) and est.history_.final_train.shape == (1,)
 

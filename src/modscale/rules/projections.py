@@ -39,6 +39,7 @@ where 150 greedy steps and one pass, at about the same cost, gave 0.75-0.99 (doc
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -349,14 +350,13 @@ class _Rule:
     def optimise(self, V: torch.Tensor, skip: int | None, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Adam on R batched starts V (R, b, m) for ``steps`` batches -> (U (R, b, m), held-out L (R,))."""
         V = V.clone().requires_grad_(True)
-        adam = torch.optim.Adam([V], lr=self.o.lr)
+        moments = (torch.zeros_like(V), torch.zeros_like(V))
         for step in range(steps):
             rows = self.batch()
             L = self.loss(_unit_rows(V), rows, self.residual(rows, skip))
-            adam.zero_grad(set_to_none=True)
-            L.sum().backward()  # restarts are independent: each gets the gradient of its own L
-            adam.step()
+            (grad,) = torch.autograd.grad(L.sum(), V)  # restarts are independent: each gets its own dL/dV
             with torch.no_grad():
+                _adam_step(V, grad, *moments, step + 1, self.o.lr)
                 V.copy_(_unit_rows(V))  # keep rows on the sphere so lr is an angle
             if step % 10 == 9 or step == steps - 1:
                 self.advance(10 if step % 10 == 9 else steps % 10)
@@ -459,6 +459,22 @@ def _nystrom_flops(Z: torch.Tensor, rows_predicted: int, fit: AdditiveNystrom, c
     per_entry = 3 * d + 2
     fit_cost = n * JM * per_entry + 2.0 * n * JM * JM + 2.0 * n * JM * c + JM**3 / 3
     return fit_cost + rows_predicted * JM * (per_entry + 2 * c)
+
+
+def _adam_step(
+    p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, lr: float,
+    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+) -> None:  # fmt: skip
+    """One Adam step (Kingma & Ba 2015) in place, in the operation order of torch.optim.Adam's CPU path.
+
+    Written out because constructing a torch.optim optimiser imports torch._dynamo on first use, measured
+    at 10-13 s of a 2-core CPU: most of a default estimator fit at small n.
+    """
+    b1, b2 = betas
+    m.lerp_(g, 1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(eps)
+    p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
 
 
 def _unit_rows(V: torch.Tensor) -> torch.Tensor:

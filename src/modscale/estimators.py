@@ -396,7 +396,13 @@ class _ModularEstimator(BaseEstimator):
     # looking inside -----------------------------------------------------------------------------------------
     @property
     def modules_(self) -> list[dict]:
+        """What each module learned: :meth:`describe_modules` with the fitted feature names."""
+        return self.describe_modules()
+
+    def describe_modules(self, feature_names=None) -> list[dict]:
         """What each module learned, one dict per module (and one for the linear term, ``"linear"``).
+
+        ``feature_names``: names of the m features (default: those seen in fit, else x0, x1, ...).
 
         projection (b, m): U_i in the original feature units (module input z = projection @ x + offset,
         offset (b,)); weights (b, m): U_i on the standardised features (the effect of one standard
@@ -406,8 +412,10 @@ class _ModularEstimator(BaseEstimator):
         factor from the network's units to the target's. Example: ``est.modules_[0]["top_features"]``.
         """
         check_is_fitted(self, "model_")
-        names = getattr(self, "feature_names_in_", None)
+        names = getattr(self, "feature_names_in_", None) if feature_names is None else feature_names
         names = [str(v) for v in names] if names is not None else [f"x{j}" for j in range(self.n_features_in_)]
+        if len(names) != self.n_features_in_:
+            raise InvalidValue(f"feature_names must name {self.n_features_in_} features, got {len(names)}")
         U = self.projections_.double().numpy()  # (K, b, m)
         out = []
         for i in range(U.shape[0]):
@@ -432,7 +440,7 @@ class _ModularEstimator(BaseEstimator):
             )  # fmt: skip
         return out
 
-    def shape_functions(self, n_points: int = 200) -> dict:
+    def shape_functions(self, n_points: int = 200, feature_names=None) -> dict:
         """Each module's shape function on a grid of its input, for :func:`modscale.plots.plot_modules`.
 
         Returns a dict of numpy arrays (picklable, JSON-ready with ``tolist``): z (K, n_points), the grid
@@ -457,7 +465,7 @@ class _ModularEstimator(BaseEstimator):
                 if i < len(net.weights) - 1:
                     h = torch.relu(h)
         f = (h / math.sqrt(K)).numpy() * self._output_scale()  # (K, G, out)
-        mods = self.modules_[:K]
+        mods = self.describe_modules(feature_names)[:K]
         return dict(
             z=Z[:, :, 0], f=f - f.mean(1, keepdims=True), density=self._input_density,
             variance_share=np.array([d["variance_share"] for d in mods]), outputs=self._output_names(),

@@ -315,3 +315,20 @@ def test_choose_n_modules_finds_the_planted_count():
     # too few candidates allowed: the curve has not levelled off, and the evidence says so
     K, ev = choose_n_modules(X, y, max_modules=2, batch_size=256, steps=100, generator=0)
     assert K == 2 and not ev["levelled_off"] and "max_modules" in ev["criterion"]
+
+
+def test_rule_adam_step_matches_torch_optim_adam():
+    """The rule's written-out Adam (no torch.optim import) against torch.optim.Adam (second route)."""
+    from modscale.rules.projections import _adam_step
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(4, 1, 16, generator=g)
+    q = p.clone().requires_grad_(True)
+    ref = torch.optim.Adam([q], lr=0.05)
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    for t in range(1, 30):
+        grad = torch.randn(4, 1, 16, generator=g)
+        q.grad = grad.clone()
+        ref.step()
+        _adam_step(p, grad, m, v, t, 0.05)
+    torch.testing.assert_close(p, q.detach(), rtol=1e-6, atol=1e-7)

@@ -328,7 +328,9 @@ def main(argv=None) -> int:
                     rows.append(row)
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")
-                    print(f"{d:<22} {e:<8} split {seed}: {row['score']:.4f}  {row['seconds']:.1f} s", flush=True)
+                    print(
+                        f"{d:<22} {e:<8} split {seed}: {row['score']:.4f}  {row['seconds']:.1f} s", flush=True
+                    )
     print(table(rows, args.data, args.estimators))
     return 0
 

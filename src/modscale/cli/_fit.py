@@ -101,7 +101,11 @@ def _task(y: np.ndarray, task: str) -> tuple[str, np.ndarray]:
         return task, numeric
     if task == "auto":
         integer = numeric is not None and np.all(numeric == np.round(numeric))
-        task = "classification" if numeric is None or (integer and len(np.unique(numeric)) <= 20) else "regression"
+        task = (
+            "classification"
+            if numeric is None or (integer and len(np.unique(numeric)) <= 20)
+            else "regression"
+        )
         if task == "regression":
             return task, numeric
     return "classification", y if numeric is None else numeric
@@ -124,10 +128,14 @@ def run(args: argparse.Namespace) -> int:
     table = est.describe_modules(features)
     with (args.out / "modules.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["module", "kind", "variance_share", "top_features", *[f"projection[{f}]" for f in features]])
+        w.writerow(
+            ["module", "kind", "variance_share", "top_features", *[f"projection[{f}]" for f in features]]
+        )
         for d in table:
             top = "; ".join(f"{name} {v:+.3f}" for name, v in d["top_features"])
-            w.writerow([d["module"], d["kind"], f"{d['variance_share']:.4f}", top, *np.round(d["projection"][0], 6)])
+            w.writerow(
+                [d["module"], d["kind"], f"{d['variance_share']:.4f}", top, *np.round(d["projection"][0], 6)]
+            )
     fig = plot_modules(est.shape_functions(feature_names=features), title=f"{args.csv.name}: {args.target}")
     fig.savefig(args.out / "modules.png", dpi=120)
     summary = dict(
@@ -137,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(
         f"{task}: {len(y)} rows, {len(features)} features, {est.n_modules_} modules; training "
-        f"{summary['score']} {summary['train_score']:.3f}; wrote {args.out}/model.pkl, modules.csv, modules.png"
+        f"{summary['score']} {summary['train_score']:.3f}; wrote model.pkl, modules.csv, modules.png "
+        f"to {args.out}"
     )
     return 0
 

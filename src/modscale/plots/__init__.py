@@ -6,8 +6,8 @@ values (:mod:`modscale.paper`) and states its seed count; :func:`render` draws e
 what each module of a fitted modular estimator learned (from ``est.shape_functions()``). No torch here.
 """
 
-from modscale.plots.modules import plot_modules
 from modscale.plots.figure import Comparison, FigureOutput, FigureSpec, figure, figures, render, save
+from modscale.plots.modules import plot_modules
 from modscale.plots.report import write_report
 from modscale.plots.stats import Curve, curve, curves
 

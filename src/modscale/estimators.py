@@ -8,7 +8,8 @@ rule (:func:`modscale.rules.kernel_projections`, ``projection_init="kernel"``) o
 
 plus an optional linear term w^T x (``linear_term``, on by default), with Adam
 (:func:`modscale.training.train`, weight decay ``alpha``, early stopping on by default) on the mean
-squared error of the standardised targets (:class:`ModularRegressor`) or the cross-entropy of the class logits (:class:`ModularClassifier`).
+squared error of the standardised targets (:class:`ModularRegressor`) or the cross-entropy of the class
+logits (:class:`ModularClassifier`).
 ``transform`` returns each module's input U_i x (of the standardised x), (n, K b).
 
 Randomness: ``random_state`` (an int, a numpy RandomState, or None meaning seed 0: as everywhere in

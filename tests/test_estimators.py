@@ -56,7 +56,7 @@ def test_regressor_reproducible_batch_independent_and_multioutput():
     halves = np.concatenate([a.predict(X[:100]), a.predict(X[100:])])
     np.testing.assert_allclose(halves, a.predict(X), rtol=1e-12, atol=1e-12)
     Y = np.stack([y, -2 * y + 1], axis=1)
-    est = ModularRegressor(random_state=0, **QUICK).fit(X, Y)
+    est = ModularRegressor(n_modules=4, random_state=0, **QUICK).fit(X, Y)
     assert est.predict(X).shape == (300, 2)
     assert est.initial_projections_.shape == (4, 1, 6) and est.history_.final_train.shape == (1,)
 
@@ -76,7 +76,7 @@ def test_options_fit_and_predict(options):
     est = ModularRegressor(random_state=0, **QUICK, **options).fit(X, y)
     assert np.isfinite(est.predict(X)).all()
     if options.get("projection_init") == "random":  # random unit rows from the network's own initialisation
-        net = ModularNet(6, 4, 1, 32, 2, generator=0)
+        net = ModularNet(6, est.n_modules_, 1, 32, 2, generator=0)
         torch.testing.assert_close(est.initial_projections_, net.projections[0])
 
 
@@ -170,3 +170,104 @@ def test_kernel_initialised_modular_network_beats_a_monolithic_network():
         mono.append(_monolithic_mse(X, y, Xt, yt, width, steps, seed))
     kernel, mono = np.array(kernel), np.array(mono)
     assert (kernel < 0.5 * mono).all(), (kernel, mono)
+
+
+# defaults, looking inside, persistence --------------------------------------------------------------------
+def test_ridge_leave_one_out_matches_refitting_without_each_row():
+    """_ridge_loo's closed-form leave-one-out residuals against n refits (second route), and its W."""
+    from modscale.estimators import _ridge_loo
+
+    g = np.random.default_rng(1)
+    X = g.normal(size=(40, 5))
+    X -= X.mean(0)
+    Y = (X @ g.normal(size=(5, 2))) + g.normal(size=(40, 2))
+    W, a = _ridge_loo(X, Y)
+    lam = a * 40
+    np.testing.assert_allclose(W, np.linalg.solve(X.T @ X + lam * np.eye(5), X.T @ Y), rtol=1e-8)
+
+    def loo_error(lam):
+        err = 0.0
+        for i in range(40):
+            keep = np.arange(40) != i
+            Wi = np.linalg.solve(X[keep].T @ X[keep] + lam * np.eye(5), X[keep].T @ Y[keep])
+            err += ((Y[i] - X[i] @ Wi) ** 2).sum()
+        return err
+
+    from modscale.estimators import _RIDGE_ALPHAS
+
+    errors = [loo_error(r * 40) for r in _RIDGE_ALPHAS]
+    assert np.isclose(a, _RIDGE_ALPHAS[int(np.argmin(errors))])
+
+
+def test_default_fit_stops_early_chooses_k_and_explains_its_modules():
+    """Default estimator on a planted two-module task plus a linear trend: K chosen by choose_n_modules,
+    early stopping, and modules_/shape_functions agree with predict and transform (second routes)."""
+    g = np.random.default_rng(0)
+    X = g.normal(size=(1500, 6)) * np.arange(1, 7) + 2.0
+    Xs = (X - 2.0) / np.arange(1, 7)
+    y = np.sin(2 * Xs[:, 0]) + Xs[:, 1] ** 2 + 0.5 * Xs[:, 2] + 0.05 * g.normal(size=1500)
+    est = ModularRegressor(device="cpu", random_state=0, max_steps=1500).fit(X, y)
+    assert est.module_selection_["n_modules"] == est.n_modules_ >= 2
+    assert est.history_.stopped_step[0] < 1500  # early stopping is on by default and stopped
+    assert est.score(X, y) > 0.95
+    mods = est.modules_
+    assert [d["kind"] for d in mods] == ["module"] * est.n_modules_ + ["linear"]
+    # projection in original units: z = projection @ x + offset is what transform returns
+    Z = est.transform(X)
+    for i, d in enumerate(mods[:-1]):
+        np.testing.assert_allclose(X @ d["projection"].T + d["offset"], Z[:, [i]], rtol=1e-6, atol=1e-6)
+    # the modules' contributions and the linear term add up to the prediction
+    Xt = torch.tensor((X - est.x_mean_) / est.x_scale_)
+    with torch.no_grad():
+        parts = est._module_outputs(Xt).sum(0)[:, 0].numpy()
+    offset = est.predict(X) - (parts * est.y_scale_ + est.y_mean_)
+    np.testing.assert_allclose(offset, offset[0], atol=1e-8)  # the remainder is one constant (biases)
+    shares = np.array([d["variance_share"] for d in mods])
+    assert (shares >= 0).all() and shares.sum() > 0.5
+    sf = est.shape_functions(n_points=50)
+    assert sf["z"].shape == (est.n_modules_, 50) and sf["f"].shape == (est.n_modules_, 50, 1)
+    # the module reading sin(2 x0) has x0 as its top feature and a shape that changes sign
+    i = next(i for i, d in enumerate(mods[:-1]) if d["top_features"][0][0] == "x0")
+    assert np.ptp(sf["f"][i, :, 0]) > 1.0
+
+
+def test_pickle_round_trip_predicts_the_same_on_the_cpu():
+    import pickle
+
+    X, y = _data()
+    est = ModularRegressor(random_state=0, **QUICK).fit(X, y)
+    assert all(p.device.type == "cpu" for p in est.model_.parameters())  # fitted anywhere, kept on the CPU
+    back = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(back.predict(X), est.predict(X))
+    labels = (y > 0).astype(int)
+    clf = ModularClassifier(random_state=0, **QUICK).fit(X, labels)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(X), clf.predict_proba(X))
+
+
+def test_plot_modules_draws_one_panel_per_module():
+    from modscale.plots import plot_modules
+
+    X, y = _data()
+    est = ModularRegressor(n_modules=3, random_state=0, **QUICK).fit(X, y)
+    fig = plot_modules(est.shape_functions(), columns=2)
+    drawn = [ax for ax in fig.axes if ax.lines]
+    assert len(drawn) == 3
+    clf = ModularClassifier(n_modules=2, random_state=0, **QUICK).fit(X, np.digitize(y, [-0.5, 0.5]))
+    fig = plot_modules(clf.shape_functions())
+    assert len([ax for ax in fig.axes if ax.lines][0].lines) == 3  # one logit per class
+    with pytest.raises(InvalidValue, match="shape_functions"):
+        plot_modules({"z": 1})
+
+
+def test_too_many_modules_and_bad_new_options():
+    X, y = _data()
+    with pytest.raises(InvalidValue, match="n_modules \\* module_dim must be <= the number of features"):
+        ModularRegressor(n_modules=4, module_dim=2, **QUICK).fit(X, y)
+    with pytest.raises(InvalidValue, match="n_modules must be 'auto'"):
+        ModularRegressor(n_modules="many", **QUICK).fit(X, y)
+    with pytest.raises(InvalidValue, match="alpha"):
+        ModularRegressor(alpha=-1.0, **QUICK).fit(X, y)
+    with pytest.raises(InvalidType, match="linear_term"):
+        ModularRegressor(linear_term="yes", **QUICK).fit(X, y)
+    with pytest.raises(InvalidValue, match="kernel_batch_size"):
+        ModularRegressor(**{**QUICK, "kernel_batch_size": "big"}).fit(X, y)

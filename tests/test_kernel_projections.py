@@ -352,3 +352,20 @@ def test_in_span_false_or_random_starts_search_all_of_r_m():
     assert _rule(in_span=False).Q is None
     assert _rule(init="random").Q is None
     assert _rule(m=3, k=3).Q is None  # the span is all of R^m already
+
+
+def test_rule_adam_step_matches_torch_optim_adam():
+    """The rule's written-out Adam (no torch.optim import) against torch.optim.Adam (second route)."""
+    from modscale.rules.projections import _adam_step
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(4, 1, 16, generator=g)
+    q = p.clone().requires_grad_(True)
+    ref = torch.optim.Adam([q], lr=0.05)
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    for t in range(1, 30):
+        grad = torch.randn(4, 1, 16, generator=g)
+        q.grad = grad.clone()
+        ref.step()
+        _adam_step(p, grad, m, v, t, 0.05)
+    torch.testing.assert_close(p, q.detach(), rtol=1e-6, atol=1e-7)

@@ -298,3 +298,20 @@ def test_stacked_adam_foreach_step_equals_the_masked_step_with_every_replica_act
             opt.step(active)
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_stacked_adam_weight_decay_matches_torch_adam():
+    """weight_decay adds wd * theta to the gradient, as torch.optim.Adam(weight_decay=wd) (second route)."""
+    from modscale.training.adam import StackedAdam
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(3, 5, generator=g))
+    q = torch.nn.Parameter(p.detach().clone())
+    ours = StackedAdam([p], torch.tensor(0.01), 1, replica_dim=False, weight_decay=0.1)
+    ref = torch.optim.Adam([q], lr=0.01, weight_decay=0.1)
+    for _ in range(20):
+        grad = torch.randn(3, 5, generator=g)
+        p.grad, q.grad = grad.clone(), grad.clone()
+        ours.step()
+        ref.step()
+    torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-7)

@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"modscale {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    from modscale.cli import _data, _sweeps, _theory
+    from modscale.cli import _data, _fit, _sweeps, _theory
 
-    for module in (_sweeps, _theory, _data):
+    for module in (_sweeps, _theory, _data, _fit):
         module.add_parsers(sub)
     return parser
 

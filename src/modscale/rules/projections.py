@@ -47,6 +47,7 @@ where 150 greedy steps and one pass, at about the same cost, gave 0.75-0.99 (doc
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -393,14 +394,13 @@ class _Rule:
         def rows_of(C: torch.Tensor) -> torch.Tensor:  # (R, b, m), unit rows
             return _unit_rows(C if Q is None else C @ Q.T)
 
-        adam = torch.optim.Adam([C], lr=self.o.lr)
+        moments = (torch.zeros_like(C), torch.zeros_like(C))
         for step in range(steps):
             rows = self.batch()
             L = self.loss(rows_of(C), rows, self.residual(rows, skip))
-            adam.zero_grad(set_to_none=True)
-            L.sum().backward()  # restarts are independent: each gets the gradient of its own L
-            adam.step()
+            (grad,) = torch.autograd.grad(L.sum(), C)  # restarts are independent: each gets its own dL/dC
             with torch.no_grad():
+                _adam_step(C, grad, *moments, step + 1, self.o.lr)
                 C.copy_(_unit_rows(C))  # keep rows on the sphere so lr is an angle
             if step % 10 == 9 or step == steps - 1:
                 self.advance(10 if step % 10 == 9 else steps % 10)
@@ -508,6 +508,22 @@ def _orthonormal_span(A: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
     """An orthonormal basis (m, r) of the row space of A (d, m), r its numerical rank."""
     _, s, vt = torch.linalg.svd(A, full_matrices=False)
     return vt[s > rtol * s[0]].T
+
+
+def _adam_step(
+    p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, lr: float,
+    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+) -> None:  # fmt: skip
+    """One Adam step (Kingma & Ba 2015) in place, in the operation order of torch.optim.Adam's CPU path.
+
+    Written out because constructing a torch.optim optimiser imports torch._dynamo on first use, measured
+    at 10-13 s of a 2-core CPU: most of a default estimator fit at small n.
+    """
+    b1, b2 = betas
+    m.lerp_(g, 1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(eps)
+    p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
 
 
 def _unit_rows(V: torch.Tensor) -> torch.Tensor:

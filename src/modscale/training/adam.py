@@ -9,6 +9,8 @@ replica's gradient is the gradient of that replica's own loss (the trainer sums 
 ``lr`` is a tensor of shape (S,) broadcast over each parameter's trailing dimensions; ``active`` (S,) bool
 freezes replicas (parameters and moments untouched), e.g. after early stopping, without a host sync.
 ``replica_dim=False`` applies the same update to an ordinary module (S = 1, no replica dimension).
+``weight_decay`` wd adds the gradient of (wd / 2) |theta|^2 to every parameter's gradient before the update
+(an L2 penalty, as torch.optim.Adam's ``weight_decay``; not AdamW's decoupled decay).
 
 Example::
 
@@ -38,6 +40,7 @@ class StackedAdam:
         eps: float = 1e-8,
         *,
         replica_dim: bool = True,
+        weight_decay: float = 0.0,
     ):
         self.params = [p for p in params if p.requires_grad]
         self.S = int(n_replicas)
@@ -55,6 +58,7 @@ class StackedAdam:
             raise InvalidValue(f"lr must be a number or have shape ({self.S},), got {tuple(lr.shape)}")
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
         self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
         device = self.params[0].device if self.params else torch.device("cpu")
         self.lr = lr.to(device).expand(self.S).clone()  # (S,)
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
@@ -77,8 +81,11 @@ class StackedAdam:
         index = {id(p): i for i, p in enumerate(self.params)}
         ms = [self.exp_avg[index[id(p)]] for p in live]
         vs = [self.exp_avg_sq[index[id(p)]] for p in live]
+        grads = [p.grad for p in live]
+        if self.weight_decay:  # L2 penalty (wd / 2) |theta|^2 added to the loss: g + wd theta
+            grads = torch._foreach_add(grads, live, alpha=self.weight_decay)
         if active is None:  # each operation over every parameter in one foreach call
-            gs = [p.grad for p in live]
+            gs = grads
             torch._foreach_lerp_(ms, gs, 1 - self.beta1)
             torch._foreach_mul_(vs, self.beta2)
             steps = [self._view(step_size, p) for p in live]
@@ -86,7 +93,7 @@ class StackedAdam:
             # The same update with per-replica factors that are 0 (or 1) for frozen replicas, whose gradients
             # (perhaps non-finite) are replaced by 0: their p, m and v stay exactly as they were.
             zero = torch.zeros((), device=step_size.device)
-            gs = [torch.where(self._view(active, p), p.grad, zero) for p in live]
+            gs = [torch.where(self._view(active, p), g, zero) for p, g in zip(live, grads, strict=True)]
             weight = torch.where(active, 1 - self.beta1, 0.0)  # (S,)
             decay = torch.where(active, self.beta2, 1.0)
             torch._foreach_lerp_(ms, gs, [self._view(weight, p) for p in live])

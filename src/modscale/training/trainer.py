@@ -82,6 +82,9 @@ class TrainConfig:
     on_nonfinite: "raise" (NonFiniteLossError naming replicas and step) or "freeze" (freeze the replica at
         its last finite weights, mark it diverged, keep training the others).
     device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N" or a torch.device.
+    weight_decay: L2 penalty (weight_decay / 2) |theta|^2 on every trainable parameter, added to each
+        replica's loss through its gradient (as torch.optim.Adam's weight_decay); not part of the reported
+        losses.
     eval_batch_size: rows per forward pass when evaluating (bounds memory). compile: wrap the model in
         torch.compile for training.
     """
@@ -97,6 +100,7 @@ class TrainConfig:
     early_stopping: bool = False
     patience: int = 10
     min_delta: float = 0.0
+    weight_decay: float = 0.0
     on_nonfinite: str = "raise"
     device: str | torch.device = "auto"
     eval_batch_size: int = 8192
@@ -240,7 +244,7 @@ def _check_config(cfg: TrainConfig, batch_source: bool) -> None:
         raise InvalidType(f"betas must be two numbers (beta1, beta2), got {betas!r}")
     if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
         raise InvalidValue(f"betas must lie in [0, 1), got {cfg.betas}")
-    for name in ("eps", "min_delta"):
+    for name in ("eps", "min_delta", "weight_decay"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise InvalidType(f"{name} must be a number, got {value!r}")
@@ -248,6 +252,8 @@ def _check_config(cfg: TrainConfig, batch_source: bool) -> None:
         raise InvalidValue(f"eps must be positive and finite, got {cfg.eps}")
     if not (cfg.min_delta >= 0 and math.isfinite(cfg.min_delta)):
         raise InvalidValue(f"min_delta must be finite and >= 0, got {cfg.min_delta}")
+    if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
+        raise InvalidValue(f"weight_decay must be finite and >= 0, got {cfg.weight_decay}")
     for name in ("early_stopping", "compile"):
         if not isinstance(getattr(cfg, name), bool):
             raise InvalidType(f"{name} must be True or False, got {getattr(cfg, name)!r}")
@@ -373,7 +379,9 @@ def train(
         # setup ---------------------------------------------------------------------------------------
         model.to(device)
         net = torch.compile(model) if cfg.compile else model
-        opt = StackedAdam(params, lr.to(device), S, cfg.betas, cfg.eps, replica_dim=stacked)
+        opt = StackedAdam(
+            params, lr.to(device), S, cfg.betas, cfg.eps, replica_dim=stacked, weight_decay=cfg.weight_decay
+        )
         if X is not None:
             X, y = X.to(device), y.to(device)
         evals = {

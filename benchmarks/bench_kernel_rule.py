@@ -41,6 +41,8 @@ import torch
 from modscale.estimators import ModularRegressor
 from modscale.models import MLP, ModularNet
 from modscale.rules import kernel_projections, recovery_score
+from modscale.rules.objective import rbf_objective
+from modscale.rules.spectral import spectral_directions
 from modscale.tasks import SineTask
 from modscale.training import train
 
@@ -80,6 +82,88 @@ def study_recovery(seeds: list[int]) -> None:
     for name, v in scores.items():
         extra = f"  ({np.mean(seconds[name]):.1f} s per run)" if name in seconds else ""
         print(_summary(name, v) + extra)
+
+
+def _span_hold(Q: torch.Tensor, U: torch.Tensor) -> np.ndarray:
+    """Fraction ||Q^T u_i||^2 of each true direction u_i (rows of U (k, m)) inside span Q (m, d)."""
+    return ((U.to(torch.float64) @ Q) ** 2).sum(-1).numpy()
+
+
+def _top_span(M: torch.Tensor, d: int) -> torch.Tensor:
+    """Orthonormal basis (m, d) of the d eigenvectors of symmetric M with the largest |eigenvalue|."""
+    evals, evecs = torch.linalg.eigh(M)
+    return evecs[:, torch.argsort(evals.abs(), descending=True)[:d]]
+
+
+def study_span(m: int, k: int, n: int, seed: int, batches: int = 40) -> None:
+    """Why the rule misses modules at large k: what its spectral span holds, and where the objective is low.
+
+    For y = sum_i g_i(u_i^T x) with x ~ N(0, I_m), Stein's lemma gives the Hermite moments of y:
+        E[y x]                  = sum_i E[g_i^(1)] u_i                          (one direction, beta)
+        E[r (x x^T - I)]        = sum_i E[g_i^(2)] u_i u_i^T                    (principal Hessian directions)
+        E[r He3(x)](., ., beta) = sum_i E[g_i^(3)] (u_i^T beta) u_i u_i^T       (third order along beta)
+    with r = y minus its linear fit. A module whose first harmonic is even (cos z) sits in the second-order
+    matrix, an odd one (sin z) in the third: their union spans every module, where the rule's sliced
+    matrix (SIR + SAVE) sees the odd modules mostly through beta, which mixes them all.
+    """
+    task = SineTask(m, k, generator=seed)
+    X, y = task.sample(n, generator=10_000 + seed)
+    U = task.projections[:, 0, :]  # (k, m)
+    Xd = X.to(torch.float64)
+    yd = y[:, 0].to(torch.float64)
+    yd = yd - yd.mean()
+    Z = Xd @ U.T.to(torch.float64)  # (n, k) the true module inputs
+    a1 = (yd[:, None] * Z).mean(0).numpy()
+    a2 = (yd[:, None] * (Z**2 - 1)).mean(0).numpy()
+    a3 = (yd[:, None] * (Z**3 - 3 * Z)).mean(0).numpy()
+    coef = torch.linalg.lstsq(Xd, yd[:, None]).solution[:, 0]  # (m,)
+    r = yd - Xd @ coef  # y without its linear part
+    beta = coef / coef.norm()
+    eye = torch.eye(m, dtype=torch.float64)
+    H2 = (Xd * r[:, None]).T @ Xd / n - r.mean() * eye  # E[r (x x^T - I)]
+    rb = r * (Xd @ beta)  # (n,)
+    # E[r He3(x)](., ., beta) = E[r (x^T beta) (x x^T - I)] - 2 sym(E[r x] beta^T), and E[r x] = 0 (the fit)
+    M3 = (Xd * rb[:, None]).T @ Xd / n - rb.mean() * eye
+
+    P, _ = spectral_directions(X, y, k)  # the rule's start: top k of SIR + SAVE
+    both = torch.cat([_top_span(H2, k), _top_span(M3, k)], 1)
+    spans = {
+        f"the rule's span (SIR + SAVE, top {k})": torch.linalg.qr(P.T.to(torch.float64))[0],
+        f"second order on r (top {k})": _top_span(H2, k),
+        f"third order on r along beta (top {k})": _top_span(M3, k),
+        f"union of the last two ({2 * k} dims)": torch.linalg.qr(both)[0],
+    }
+    holds = {name: _span_hold(Q, U) for name, Q in spans.items()}
+    print(f"SineTask(m={m}, k={k}), n={n}, task seed {seed}. Per true module i (z_i = u_i^T x): the Hermite")
+    print("moments E[y z], E[y (z^2 - 1)], E[y (z^3 - 3z)], then the fraction of u_i inside each span")
+    print("(a random d-dimensional span holds d / m of a direction):")
+    print("  module  E[y z]  E[y He2]  E[y He3]   " + "  ".join(f"span{j + 1}" for j in range(len(holds))))
+    for i in range(k):
+        cells = "  ".join(f"{h[i]:5.2f}" for h in holds.values())
+        print(f"  {i:6d}  {a1[i]:+.3f}   {a2[i]:+.3f}    {a3[i]:+.3f}   {cells}")
+    for j, (name, h) in enumerate(holds.items()):
+        print(f"  span{j + 1}: {name:<40} min {h.min():.2f}  mean {h.mean():.2f}")
+
+    # the objective's landscape along single directions: L(u) averaged over batches (rbf 0.5, jitter 1e-2)
+    gen = torch.Generator().manual_seed(20_000 + seed)  # not the task's seed: its U comes from that stream
+    R = torch.randn(k, m, generator=gen, dtype=torch.float64)
+    dirs = torch.cat([U.to(torch.float64), beta[None], R / R.norm(dim=1, keepdim=True)]).to(torch.float32)
+    rows = torch.randint(n, (batches, 512), generator=gen)
+    print(f"The objective L(u) (rbf bandwidth 0.5, jitter 1e-2, mean of {batches} batches of 512; lower is")
+    print("preferred) at the k true directions, at beta and at k random directions:")
+    for label, target in (("y", yd), ("r = y minus its linear fit", r)):
+        target = target.to(torch.float32)
+        L = torch.zeros(dirs.shape[0], dtype=torch.float64)
+        with torch.no_grad():
+            for b in rows:
+                Zb = (X[b] @ dirs.T).T.unsqueeze(-1)  # (D, B, 1)
+                Yb = target[b][:, None].expand(dirs.shape[0], -1, -1)  # (D, B, 1)
+                L += rbf_objective(Zb, Yb, 0.5, 1e-2).to(torch.float64) / batches
+        true, rand = L[:k].numpy(), L[k + 1 :].numpy()
+        print(
+            f"  on {label}: true {true.min():.1f}-{true.max():.1f} (mean {true.mean():.1f}), "
+            f"beta {float(L[k]):.1f}, random {rand.min():.1f}-{rand.max():.1f} (mean {rand.mean():.1f})"
+        )
 
 
 def _mlp_mse(X, y, Xt, yt, width: int, steps: int, seed: int) -> float:
@@ -143,7 +227,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, see above)")
     parser.add_argument("--device", default="cpu", help="cpu (the goal's setting), cuda or auto")
     parser.add_argument("--compare", action="store_true", help="also run the reference strategies")
-    parser.add_argument("--study", choices=["recovery", "estimators"], help="a study instead of the goal")
+    parser.add_argument(
+        "--study", choices=["recovery", "estimators", "span"], help="a study instead of the goal"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12, 13, 14], help="for --study")
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000], help="n for --study")
     args = parser.parse_args(argv)
@@ -153,6 +239,9 @@ def main(argv=None) -> int:
         return 0
     if args.study == "estimators":
         study_estimators(args.seeds, args.sizes)
+        return 0
+    if args.study == "span":
+        study_span(args.m, args.k, args.n, args.seed)
         return 0
 
     task = SineTask(args.m, args.k, generator=args.seed)

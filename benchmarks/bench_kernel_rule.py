@@ -22,10 +22,18 @@ deviation over seeds; they print no final ``seconds=`` line):
   Var y) of ModularRegressor with kernel and with random projections, and of a monolithic MLP of similar
   size, all with the same trainer (Adam 3e-3, batch 128, 2000 steps, early stopping on 10%).
 
+A third, behind docs/results.md ("The rule at high dimension"):
+
+- ``--study span``: SineTask(--m, --k) at --n, task seed --seed: the Hermite moments of y along every true
+  direction, the fraction of each true direction inside the rule's spectral span and inside spans from
+  second- and third-order moments of y without its linear part, and the objective along true, linear-fit
+  and random directions.
+
     python benchmarks/bench_kernel_rule.py               # the goal's setting, seed 0
     python benchmarks/bench_kernel_rule.py --seed 3 --compare
     python benchmarks/bench_kernel_rule.py --study recovery --seeds 10 11 12 13 14
     python benchmarks/bench_kernel_rule.py --study estimators --seeds 10 11 12 --sizes 500 2000 8000
+    python benchmarks/bench_kernel_rule.py --study span --m 64 --k 16
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ $MODSCALE run cifar_accuracy_vs_k --tier paper --set k=8 --seeds 3 --out $OUT
 # 6. Stated subsets of two more sine paper tiers, three seeds: loss trends along m (monolithic and modular)
 #    and along k, each at three of the tier's p; the nonlinear task at m = 8, k = 4, n up to 10,000;
 #    alignment at m = 16, k = 4, n = 1000 (the rule's default strategy against random starts); the OOD
-#    split at m = 16, k = 4, n = 3000; mismatch at m = 8, k = 4 with K = 2, 4, 8 modules, n = 3000.
+#    split at m = 16, k = 4, n = 3000; mismatch at m = 8, k = 4 with K = 2, 4, 8 modules, n = 3000; the
+#    rule's kernels at m = 16, k = 4, n = 1000.
 $MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT \
     --set panel=m model=monolithic,modular m=2,3,4,5,6,7,8,9 k=4 n=1000 p=400,2000,10000
 $MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT \
@@ -44,6 +45,8 @@ $MODSCALE run sine_alignment --tier paper --seeds 3 --out $OUT \
     --set m=16 k=4 n=1000 strategy=deflation init=spectral
 $MODSCALE run sine_ood --tier paper --seeds 3 --out $OUT --set m=16 k=4 n=3000
 $MODSCALE run sine_mismatch --tier paper --seeds 3 --out $OUT --set m=8 K=2,4,8 n=3000
+$MODSCALE run sine_kernels --tier paper --seeds 3 --out $OUT \
+    --set m=16 k=4 n=1000 strategy=deflation init=spectral
 
 # 7. The other sine experiments' paper tiers with three seeds (paper tier: ten; eight for double descent).
 #    Double descent's ran in full; the rest price at 7-41 hours each on a 2-core CPU (see --plan).

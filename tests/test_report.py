@@ -263,3 +263,24 @@ def test_paper_numbers_match_the_paper_notes():
         }[row[0]]
         s = paper.get("project page", "robustness table", label)
         assert s.y == pytest.approx(tuple(float(v.rstrip(" %")) / 100 for v in row[1:]))
+
+
+def test_a_curve_of_one_point_is_drawn_as_a_marker_with_its_spread():
+    from matplotlib.figure import Figure
+
+    from modscale.plots.stats import draw
+
+    records = [
+        make_record("e", {"n": 3000}, s, {"v": v}, wall_s=0.0, device="cpu") for s, v in enumerate((1, 2, 6))
+    ]
+    c = curves(records, "n", "v")[()]
+    ax = Figure().add_subplot()
+    draw(ax, c, color="C0", label="one point")
+    (container,) = ax.containers  # an errorbar: the marker and its +-1 SD bar
+    marker, _, (bar,) = container
+    assert marker.get_xydata().tolist() == [[3000.0, 3.0]]
+    sd = float(np.std([1, 2, 6], ddof=1))
+    np.testing.assert_allclose(bar.get_segments()[0][:, 1], [3.0 - sd, 3.0 + sd])
+    assert ax.get_legend_handles_labels()[1] == ["one point"]
+    draw(ax, curves(records[:1], "n", "v")[()], color="C1", linestyle="--")  # one seed: no bar
+    assert ax.containers[1][2] == ()

@@ -117,7 +117,20 @@ def draw(
     band: bool = True,
     alpha: float = 1.0,
 ) -> None:
-    """The mean as a line and, when any point has more than one seed, the +-1 SD band."""
+    """The mean as a line and, when any point has more than one seed, the +-1 SD band.
+
+    A curve of one point (a sweep run at a single x) is a marker with its spread as an error bar instead:
+    a line and a band of one point draw nothing. A dashed curve gets an open marker.
+    """
+    if len(c.x) == 1:
+        spread = band and bool((c.n_seeds > 1).any())
+        yerr = [c.mean - c.lo, c.hi - c.mean] if spread else None
+        face = "none" if linestyle != "-" else color
+        ax.errorbar(
+            c.x, c.mean, yerr=yerr, fmt="o", color=color, markerfacecolor=face, markersize=5, capsize=3,
+            label=label or None, alpha=alpha,
+        )  # fmt: skip
+        return
     ax.plot(
         c.x, c.mean, linestyle=linestyle, color=color, linewidth=linewidth, label=label or None, alpha=alpha
     )

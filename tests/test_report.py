@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from modscale import paper
 from modscale.errors import InvalidValue
@@ -17,6 +18,7 @@ from modscale.experiments import registry, run_sweep
 from modscale.plots import curves, render, save, write_report
 from modscale.plots.figure import seeds_phrase
 from modscale.plots.report import fmt, summary_text
+from modscale.plots.stats import draw
 from modscale.results import load, make_record
 from modscale.theory import monolithic_losses, spectrum
 
@@ -266,10 +268,6 @@ def test_paper_numbers_match_the_paper_notes():
 
 
 def test_a_curve_of_one_point_is_drawn_as_a_marker_with_its_spread():
-    from matplotlib.figure import Figure
-
-    from modscale.plots.stats import draw
-
     records = [
         make_record("e", {"n": 3000}, s, {"v": v}, wall_s=0.0, device="cpu") for s, v in enumerate((1, 2, 6))
     ]

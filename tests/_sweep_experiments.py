@@ -7,7 +7,9 @@ function of the job (:func:`expected`), which is what the kill-and-resume and lo
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import time
 
 import numpy as np
@@ -26,6 +28,17 @@ def run(jobs, ctx):
     for job in jobs:
         if job.config["fail_seed"] == job.seed:
             raise RuntimeError(f"sweep_probe asked to fail at seed {job.seed}")
+        marker = job.config["die_marker"]
+        if job.config["die_seed"] == job.seed and marker:
+            # a worker killed as the out-of-memory killer would; never the test process itself
+            if multiprocessing.parent_process() is None:
+                raise RuntimeError("sweep_probe dies only in a worker process (jobs > 1)")
+            try:  # only the first worker to get here dies: creating the marker is atomic
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
         if job.config["delay"] > 0:
             time.sleep(job.config["delay"])
         metrics = expected(job.config, job.seed)
@@ -43,6 +56,8 @@ EXPERIMENTS = (
             Param("scale", float, 1.0, "multiplies the draws", low=0.0),
             Param("delay", float, 0.0, "seconds to sleep per run", low=0.0),
             Param("fail_seed", int, -1, "raise at this seed (-1: never)"),
+            Param("die_seed", int, -1, "SIGKILL the worker at this seed (-1: never)"),
+            Param("die_marker", str, "", "die only while this file does not exist (created before dying)"),
             Param("mode", str, "plain", "a string key", choices=("plain", "other")),
             Param("flag", bool, False, "a boolean key"),
         ),

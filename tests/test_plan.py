@@ -9,8 +9,9 @@ import pytest
 from modscale import cli
 from modscale.cli import _sweeps
 from modscale.experiments import Experiment, Param, Tier, grid, registry
-from modscale.experiments.calibration import UNCALIBRATED, calibrate, estimate
+from modscale.experiments.calibration import UNCALIBRATED, calibrate
 from modscale.experiments.runner import plan
+from modscale.experiments.schedule import build
 from modscale.results import make_record
 
 
@@ -62,8 +63,7 @@ def test_calibration_from_stored_runs_is_measured_over_estimated_seconds(toy):
     records = [_record(toy, 1, 0, 1.0), _record(toy, 3, 0, 9.0)]  # cost 2 and 6, wall 1 and 9
     cal = calibrate(toy, records, "cpu", [toy])
     assert cal.source == "runs" and cal.factor == pytest.approx(10.0 / 8.0)
-    lines = estimate([plan(toy, "small")], records, "cpu")
-    (line,) = lines
+    (line,) = build([plan(toy, "small")], records, "cpu").lines
     assert (line.planned, line.stored, line.todo) == (6, 2, 4)
     # to do: a=1 seed 1, a=2 seeds 0 and 1, a=3 seed 1: cost 2 + 4 + 4 + 6 = 16
     assert line.estimate_s == pytest.approx(16 * 10.0 / 8.0)
@@ -94,7 +94,7 @@ def test_calibration_keeps_device_kinds_apart_and_falls_back(toy):
 
 def test_run_plan_prints_the_table_and_writes_nothing(main, capsys, tmp_path, toy):
     out = tmp_path / "out"
-    assert main(["run", "plan_toy", "--tier", "small", "--plan", "--out", str(out)]) == 0
+    assert main(["run", "plan_toy", "--tier", "small", "--plan", "--out", str(out), "--jobs", "1"]) == 0
     text = capsys.readouterr().out
     assert not out.exists()
     assert "plan: tier small" in text
@@ -102,6 +102,14 @@ def test_run_plan_prints_the_table_and_writes_nothing(main, capsys, tmp_path, to
     # 6 runs to do, none stored, 2*(1+2+3)*2 = 24 estimated seconds, uncalibrated
     assert row.split()[1:4] == ["6", "0", "0:24"] and "uncalibrated" in row
     assert text.splitlines()[-1].split()[:4] == ["total", "6", "0", "0:24"]
+    # two workers: the same compute; chunks of one config (2 seeds) cost 12, 8, 4: 12 | 8 + 4 = 12 s
+    assert main(["run", "plan_toy", "--tier", "small", "--plan", "--out", str(out), "--jobs", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].split()[:4] == ["total", "6", "0", "0:24"]
+    assert (
+        lines[-1].startswith("wall time")
+        and "0:12  2 workers, longest chunk first (the longest: 0:12)" in lines[-1]
+    )
 
 
 def test_plan_counts_stored_runs_and_calibrates_on_them(main, capsys, tmp_path, toy):

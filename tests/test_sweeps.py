@@ -74,6 +74,8 @@ def test_jobs_are_configs_times_seeds_with_defaults_filled(probe):
         "scale": 1.0,
         "delay": 0.0,
         "fail_seed": -1,
+        "die_seed": -1,
+        "die_marker": "",
         "mode": "plain",
         "flag": False,
     }

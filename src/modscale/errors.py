@@ -40,4 +40,19 @@ class NonFiniteLossError(RuntimeError):
         super().__init__(msg + (f": {detail}" if detail else ""))
 
 
-__all__ = ["UsageError", "InvalidValue", "InvalidType", "FetchError", "NonFiniteLossError"]
+class Interrupted(KeyboardInterrupt):
+    """A sweep was stopped by a signal (Ctrl-C's SIGINT, or SIGTERM); ``signum`` says which. Everything that
+    finished before it is stored; the CLI exits with 128 + ``signum``, as shells do."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = int(signum)
+        try:
+            name = signal.Signals(self.signum).name
+        except ValueError:
+            name = f"signal {self.signum}"
+        super().__init__(f"stopped by {name}")
+
+
+__all__ = ["Interrupted", "UsageError", "InvalidValue", "InvalidType", "FetchError", "NonFiniteLossError"]

@@ -53,9 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{getattr(exc, 'prog', 'modscale')}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("modscale: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a sweep (modscale.errors.Interrupted)
+        signum = getattr(exc, "signum", 2)
+        what = f" ({exc})" if str(exc) else ""
+        print(
+            f"modscale: interrupted{what}; every run that finished is stored, the same command resumes",
+            file=sys.stderr,
+        )
+        return 128 + signum
     except BrokenPipeError:  # the reader went away (`modscale list | head`): not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not fail again

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from modscale.errors import UsageError
 from modscale.experiments import TIERS, all_experiments, current, execute, get, plan
-from modscale.experiments.backends import BACKENDS, check_device, make_backend
+from modscale.experiments.backends import BACKENDS, available_cores, check_device, make_backend
 from modscale.experiments.runner import Progress, Summary
 from modscale.results import FILENAME, load
 
@@ -45,13 +45,14 @@ class _Eta:
     """Remaining time: the remaining estimated cost (calibrated on this machine, as ``--plan`` prices it),
     scaled by how long the cost done so far really took; before the first chunk, the calibrated estimate."""
 
-    def __init__(self, total: int, cost: float):
+    def __init__(self, total: int, cost: float, wall_s: float | None = None):
         self.t0 = time.monotonic()
         self.total, self.done = total, 0
         # Without estimates every run weighs the same.
         self.estimated = cost > 0
         self.cost_total = cost if cost > 0 else float(total)
         self.cost_done = 0.0
+        self.wall_s = cost if wall_s is None else wall_s  # the estimate before anything has finished
 
     def add(self, runs: int, cost: float) -> None:
         self.done += runs
@@ -62,7 +63,7 @@ class _Eta:
 
     def remaining(self) -> float | None:
         if self.cost_done <= 0:
-            return self.cost_total if self.estimated and self.total else None
+            return max(0.0, self.wall_s - self.elapsed()) if self.estimated and self.total else None
         return self.elapsed() / self.cost_done * max(0.0, self.cost_total - self.cost_done)
 
 
@@ -77,31 +78,41 @@ class PlainProgress(Progress):
     def _say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def start(self, total: int, stored: int, cost: float = 0.0) -> None:
-        self.eta, self.last = _Eta(total, cost), time.monotonic()
-        about = f", about {_clock(cost)} here" if cost > 0 and total else ""
+    def start(self, total: int, stored: int, cost: float = 0.0, wall_s: float | None = None) -> None:
+        self.eta, self.last = _Eta(total, cost, wall_s), time.monotonic()
+        self.todo: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        about = f", about {_clock(self.eta.wall_s)} here" if cost > 0 and total else ""
         self._say(f"{total} run(s) to do, {stored} already stored{about}")
 
     def experiment(self, name: str, todo: int, stored: int, cost: float = 0.0) -> None:
-        self.exp_todo, self.exp_done = todo, 0
-        self._say(f"{name}: {todo} run(s) to do" + (f", {stored} already stored" if stored else ""))
+        self.todo[name] = self.todo.get(name, 0) + todo
+        self.done.setdefault(name, 0)
+        if todo or stored:
+            self._say(f"{name}: {todo} run(s) to do" + (f", {stored} already stored" if stored else ""))
 
     def chunk(self, name: str, runs: int, wall_s: float, cost: float = 0.0) -> None:
         eta = self.eta
         eta.add(runs, cost)
-        self.exp_done += runs
+        self.done[name] = self.done.get(name, 0) + runs
         now = time.monotonic()
-        if self.exp_done == self.exp_todo or now - self.last >= self.every_s:
+        if self.done[name] == self.todo.get(name) or now - self.last >= self.every_s:
             self.last = now
             left = eta.remaining()
             timing = f"elapsed {_clock(eta.elapsed())}" + (
                 f", ETA {_clock(left)}" if left is not None else ""
             )
-            self._say(f"[{eta.done}/{eta.total}] {name}: {self.exp_done}/{self.exp_todo} runs, {timing}")
+            runs = f"{self.done[name]}/{self.todo.get(name, 0)} runs"
+            self._say(f"[{eta.done}/{eta.total}] {name}: {runs}, {timing}")
+
+    def failed(self, name: str, runs: int, message: str) -> None:
+        self.eta.add(runs, 0.0)
+        self._say(f"FAILED: {message}")
 
     def finish(self) -> None:
         if self.eta is not None and self.eta.total:
-            self._say(f"done {self.eta.done}/{self.eta.total} run(s) in {_clock(self.eta.elapsed())}")
+            what = "done" if self.eta.done == self.eta.total else "stopped after"
+            self._say(f"{what} {self.eta.done}/{self.eta.total} run(s) in {_clock(self.eta.elapsed())}")
 
 
 class BarProgress(Progress):
@@ -124,8 +135,8 @@ class BarProgress(Progress):
         self.task = None
         self.eta: _Eta | None = None
 
-    def start(self, total: int, stored: int, cost: float = 0.0) -> None:
-        self.eta = _Eta(total, cost)
+    def start(self, total: int, stored: int, cost: float = 0.0, wall_s: float | None = None) -> None:
+        self.eta = _Eta(total, cost, wall_s)
         self.bar.start()
         self.task = self.bar.add_task(
             "starting", total=self.eta.cost_total or 1, runs=f"0/{total} runs", eta=""
@@ -136,8 +147,13 @@ class BarProgress(Progress):
     def experiment(self, name: str, todo: int, stored: int, cost: float = 0.0) -> None:
         self.bar.update(self.task, description=name)
 
+    def failed(self, name: str, runs: int, message: str) -> None:
+        self.eta.add(runs, 0.0)
+        self.bar.console.print(f"FAILED: {message}", markup=False, highlight=False)
+
     def chunk(self, name: str, runs: int, wall_s: float, cost: float = 0.0) -> None:
         self.eta.add(runs, cost)
+        self.bar.update(self.task, description=name)
         left = self.eta.remaining()
         self.bar.update(
             self.task,
@@ -174,10 +190,39 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_sweep_options(p: argparse.ArgumentParser) -> None:
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer (worker processes), got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (worker processes), got {value}")
+    return value
+
+
+def _add_sweep_options(p: argparse.ArgumentParser, keep_going: bool) -> None:
     p.add_argument("--tier", choices=TIERS, default="small", help="grid size (default: small)")
     p.add_argument("--seeds", type=_positive_int, default=None, help="seeds per config (default: the tier's)")
     p.add_argument("--backend", choices=BACKENDS, default="local", help="where chunks run (default: local)")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=_jobs,
+        default=None,
+        metavar="N",
+        help=f"worker processes of the local backend, one chunk and one thread each (default: the cores this "
+        f"process may use, {available_cores()} here; 1 runs in this process)",
+    )
+    p.add_argument(
+        "--keep-going",
+        action=argparse.BooleanOptionalAction,
+        default=keep_going,
+        help="after a chunk fails, run the others (default: "
+        + ("yes" if keep_going else "no: stop, keeping what finished")
+        + ")",
+    )
     p.add_argument(
         "--ray-address",
         default=None,
@@ -217,7 +262,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="fix a config key (KEY=V) or sweep it (KEY=V1,V2,...)",
     )
-    _add_sweep_options(p)
+    _add_sweep_options(p, keep_going=False)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("reproduce", help="every experiment at a tier, then figures and the report")
@@ -228,7 +273,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="download a missing data set first (CIFAR-10: 163 MB; `modscale data fetch cifar10`); "
         "without it, experiments whose data is missing are skipped",
     )
-    _add_sweep_options(p)
+    _add_sweep_options(p, keep_going=True)
     p.set_defaults(handler=cmd_reproduce)
 
     p = sub.add_parser("plot", help="PNG and PDF of every figure with results in DIR")
@@ -279,6 +324,15 @@ def _check_common(args: argparse.Namespace) -> None:
         os.environ[DATA_ENV] = str(Path(folder).resolve())
 
 
+def _backend(args: argparse.Namespace):
+    """The backend the options ask for, not yet entered: the local one with ``--jobs`` worker processes
+    (default: the cores this process may use); a bad combination is a usage error here, before any work."""
+    jobs = args.jobs
+    if args.backend == "local" and jobs is None:
+        jobs = available_cores()
+    return make_backend(args.backend, ray_address=args.ray_address, jobs=jobs)
+
+
 def _print_summary(summary: Summary) -> None:
     for name, planned in summary.planned.items():
         ran, skipped = summary.ran.get(name, 0), summary.skipped.get(name, 0)
@@ -286,7 +340,8 @@ def _print_summary(summary: Summary) -> None:
         if skipped:
             line += f", {skipped} already stored"
         if name in summary.errors:
-            line += f"; FAILED: {summary.errors[name]}"
+            failed = summary.failed_chunks.get(name, 1)
+            line += f"; FAILED ({failed} chunk(s)): {summary.errors[name]}"
         print(line)
     for note in summary.notes:
         print(f"modscale: note: {note}", file=sys.stderr)
@@ -298,15 +353,22 @@ def _print_summary(summary: Summary) -> None:
 LONG_PLAN_S = 3 * 3600
 
 
-def _print_plan(plans, args: argparse.Namespace) -> None:
+def _print_plan(plans, args: argparse.Namespace, backend) -> None:
     """The runs each plan would do in ``--out``, the runs stored there and the calibrated time; no writes."""
-    from modscale.experiments.calibration import estimate
+    from modscale.experiments import schedule
 
     out = Path(args.out)
     records = load(out, warn=False).records if (out / FILENAME).exists() else []
-    lines = estimate(plans, records, args.device)
+    # a local backend's workers are known; a Ray cluster's only once joined (a local instance: every core)
+    if args.backend == "local":
+        workers = backend.workers
+    else:
+        workers = None if args.ray_address else available_cores()
+    sched = schedule.build(plans, records, args.device, workers=workers or 1)
+    lines = sched.lines
     width = max([len(line.name) for line in lines] + [len("experiment")])
-    print(f"plan: tier {args.tier} into {out} on {args.backend} ({lines[0].device if lines else 'cpu'})")
+    device = lines[0].device if lines else "cpu"
+    print(f"plan: tier {args.tier} into {out} on {backend.describe()} ({device})")
     print(f"{'experiment':<{width}}  {'to do':>6}  {'stored':>6}  {'estimate':>9}  calibration")
     for line in lines:
         cal = line.calibration
@@ -314,13 +376,19 @@ def _print_plan(plans, args: argparse.Namespace) -> None:
         if not line.todo:
             how = "nothing to do"
         print(f"{line.name:<{width}}  {line.todo:>6}  {line.stored:>6}  {_clock(line.estimate_s):>9}  {how}")
-    total = sum(line.estimate_s for line in lines)
-    todo, stored = sum(line.todo for line in lines), sum(line.stored for line in lines)
-    print(f"{'total':<{width}}  {todo:>6}  {stored:>6}  {_clock(total):>9}")
-    if total > LONG_PLAN_S:
+    print(f"{'total':<{width}}  {sched.todo:>6}  {sched.stored:>6}  {_clock(sched.compute_s):>9}  one worker")
+    wall = sched.compute_s
+    if workers and workers > 1 and sched.chunks:
+        wall = sched.wall_s
+        longest = max(c.seconds for c in sched.chunks)
+        print(
+            f"{'wall time':<{width}}  {'':>6}  {'':>6}  {_clock(wall):>9}  {workers} workers, longest chunk "
+            f"first (the longest: {_clock(longest)})"
+        )
+    if wall > LONG_PLAN_S:
         seeds = max((len({j.seed for j in p.jobs}) for p in plans), default=1)
         print(
-            f"this is about {total / 3600:.0f} hours here; to go faster: run on a GPU (--device cuda), "
+            f"this is about {wall / 3600:.0f} hours here; to go faster: run on a GPU (--device cuda), "
             f"spread the chunks over a cluster (--backend ray --ray-address HOST:PORT), or run fewer seeds "
             f"(--seeds 1 runs 1/{seeds} of them); a stopped sweep resumes where it stopped"
         )
@@ -329,14 +397,21 @@ def _print_plan(plans, args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     _check_common(args)
     sweep = plan(args.name, args.tier, args.seeds, args.overrides)
+    backend = _backend(args)
     if args.plan:
-        _print_plan([sweep], args)
+        _print_plan([sweep], args, backend)
         return 0
-    backend = make_backend(args.backend, ray_address=args.ray_address)
-    summary = execute([sweep], args.out, backend, device=args.device, progress=make_progress(args.quiet))
+    summary = execute(
+        [sweep],
+        args.out,
+        backend,
+        device=args.device,
+        progress=make_progress(args.quiet),
+        keep_going=args.keep_going,
+    )
     _print_summary(summary)
     print(f"results: {summary.results_path}")
-    return 0
+    return 1 if summary.errors else 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -349,8 +424,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if not experiments:
         raise UsageError("no experiments are registered")
     plans = [plan(e, args.tier, args.seeds) for e in experiments]
+    backend = _backend(args)
     if args.plan:
-        _print_plan(plans, args)
+        _print_plan(plans, args, backend)
         return 0
     from modscale.cli._data import ensure_data
 
@@ -359,7 +435,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     )
     skipped = {p.experiment.name: missing[d] for p in plans for d in p.experiment.data if d in missing}
     plans = [p for p in plans if p.experiment.name not in skipped]
-    backend = make_backend(args.backend, ray_address=args.ray_address)
     if not args.quiet:
         print(
             f"reproducing {len(plans)} experiment(s) at tier {args.tier} on {backend.describe()} into "
@@ -367,7 +442,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     summary = execute(
-        plans, args.out, backend, device=args.device, progress=make_progress(args.quiet), keep_going=True
+        plans,
+        args.out,
+        backend,
+        device=args.device,
+        progress=make_progress(args.quiet),
+        keep_going=args.keep_going,
     )
     _print_summary(summary)
     notes = []

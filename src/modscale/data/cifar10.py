@@ -355,33 +355,61 @@ def _write_cache(path: Path, arrays: Cifar10Arrays, source_sha: str) -> None:
                       CacheWarning, stacklevel=3)  # fmt: skip
 
 
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Hold an exclusive advisory lock on ``path`` (created if missing) inside the block, so that processes
+    that miss the same cache at once (the workers of ``modscale run --jobs N``) decode it once: the first
+    decodes and writes, the others wait and read. A no-op where ``fcntl`` is missing or the folder is not
+    writable (the cache write then warns as before)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _load_npz(folder: Path, cache_dir: Path | None, check_counts: bool) -> Cifar10Arrays:
     paths = {split: folder / name for split, name in NPZ_FILES.items()}
     try:
         source_sha = hashlib.sha256("".join(_sha256_file(p) for p in paths.values()).encode()).hexdigest()
     except OSError as err:
         raise InvalidValue(f"cannot read the CIFAR-10 files in {folder}: {err}") from None
-    cache_file = None
-    if cache_dir is not None:
-        # The cache is keyed by the source's hash: a hit means this exact source was validated and decoded.
-        cache_file = cache_dir / "cifar10" / f"decoded-v{_CACHE_VERSION}-{source_sha[:16]}.npz"
+    if cache_dir is None:
+        return _decode_npz(paths, check_counts)
+    # The cache is keyed by the source's hash: a hit means this exact source was validated and decoded.
+    cache_file = cache_dir / "cifar10" / f"decoded-v{_CACHE_VERSION}-{source_sha[:16]}.npz"
+    with _exclusive(cache_file.with_name(cache_file.name + ".lock")):
         cached = _read_cache(cache_file, source_sha) if cache_file.exists() else None
         if cached is not None:
             if check_counts:
                 _check_counts("train", cached.y_train, str(paths["train"]))
                 _check_counts("test", cached.y_test, str(paths["test"]))
             return cached
+        arrays = _decode_npz(paths, check_counts)
+        _write_cache(cache_file, arrays, source_sha)
+    return arrays
+
+
+def _decode_npz(paths: dict[str, Path], check_counts: bool) -> Cifar10Arrays:
     raw = {split: _read_npz(path) for split, path in paths.items()}  # validate both before decoding
     if check_counts:  # counts are known before decoding: fail fast
         for split, (_, _, y) in raw.items():
             _check_counts(split, y, str(paths[split]))
-    arrays = Cifar10Arrays(
+    return Cifar10Arrays(
         _decode_jpegs(raw["train"][0], raw["train"][1], paths["train"]), raw["train"][2],
         _decode_jpegs(raw["test"][0], raw["test"][1], paths["test"]), raw["test"][2],
     )  # fmt: skip
-    if cache_file is not None:
-        _write_cache(cache_file, arrays, source_sha)
-    return arrays
 
 
 # ---------------------------------------------------------------------------------------------------------

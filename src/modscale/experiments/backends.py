@@ -1,8 +1,10 @@
-"""Where chunks of jobs run: ``local`` (in this process) or ``ray`` (tasks on a Ray cluster).
+"""Where chunks of jobs run: ``local`` (this process, or ``jobs`` worker processes here) or ``ray`` (tasks on
+a Ray cluster).
 
-Both call the same :func:`execute_chunk` on the same chunks, so they give the same numbers; they differ only
-in where and in which order chunks run. Only the driver (the process that called the runner) writes
-results: a Ray task returns its chunk's metrics and the driver stores them.
+A backend only maps chunks to results: :meth:`Backend.map` takes the schedule's chunks in the order they
+should start and yields each one's :class:`Outcome` as it finishes. Every backend calls the same
+:func:`execute_chunk`, on one torch and one BLAS thread, so a chunk gives the same numbers wherever it ran and
+whatever ran beside it. Only the driver (the process that called the runner) writes results.
 
 Ray is optional (``pip install 'modscale[ray]'``) and imported only when the ``ray`` backend is chosen. The
 cluster is ``address`` (``--ray-address``), else the ``RAY_ADDRESS`` environment variable, else a local Ray
@@ -19,11 +21,15 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from modscale._checks import check_int
 from modscale.errors import InvalidValue, UsageError
+from modscale.experiments._pool import WorkerDied, one_thread, reference, run_tasks
 from modscale.experiments.experiment import Context, Experiment, Job
+from modscale.experiments.schedule import Chunk
 
 BACKENDS = ("local", "ray")
 CONNECT_TIMEOUT_S = 20.0
@@ -78,12 +84,14 @@ class ChunkResult:
 
 
 def execute_chunk(experiment: Experiment, jobs: Sequence[Job], tier: str, device: str) -> ChunkResult:
-    """Run one chunk here: resolve the device, time ``experiment.run`` and check what it returned."""
+    """Run one chunk here on one torch/BLAS thread (:func:`~modscale.experiments._pool.one_thread`): resolve
+    the device, time ``experiment.run`` and check what it returned."""
     torch_device, label = device_and_label(device, experiment.accelerated)
     ctx = Context(device=torch_device, tier=tier, experiment=experiment.name)
-    start = time.perf_counter()
-    out = list(experiment.run(list(jobs), ctx))
-    wall = time.perf_counter() - start
+    with one_thread():
+        start = time.perf_counter()
+        out = list(experiment.run(list(jobs), ctx))
+        wall = time.perf_counter() - start
     if len(out) != len(jobs) or not all(isinstance(m, Mapping) for m in out):
         raise RuntimeError(
             f"experiment {experiment.name!r}: run returned {len(out)} results for {len(jobs)} "
@@ -95,10 +103,25 @@ def execute_chunk(experiment: Experiment, jobs: Sequence[Job], tier: str, device
 # ----------------------------------------------------------------------------------------------- backends
 
 
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """A finished chunk: its :class:`ChunkResult`, or the exception it raised (and that exception's traceback
+    where it was raised, for the report of a bug)."""
+
+    chunk: Chunk
+    result: ChunkResult | None = None
+    error: BaseException | None = None
+    traceback: str = ""
+
+
 class Backend:
-    """Runs chunks and yields their results as they finish. Use as a context manager."""
+    """Runs chunks and yields their outcomes as they finish. Use as a context manager.
+
+    ``workers``: how many chunks run at once (what a plan prices the wall time for).
+    """
 
     name = "backend"
+    workers = 1
 
     def __enter__(self) -> Backend:
         return self
@@ -112,25 +135,49 @@ class Backend:
     def describe(self) -> str:
         return self.name
 
-    def map(
-        self, experiment: Experiment, chunks: Sequence[Sequence[Job]], tier: str, device: str
-    ) -> Iterator[ChunkResult]:
+    def map(self, chunks: Sequence[Chunk], device: str) -> Iterator[Outcome]:
+        """Run ``chunks``, starting them in the given order; yield each :class:`Outcome` as it finishes.
+        Closing the iterator early stops what still runs."""
         raise NotImplementedError
 
 
 class LocalBackend(Backend):
-    """Every chunk in this process, one after another."""
+    """Chunks on this machine: ``jobs = 1`` in this process, one after another; ``jobs > 1`` in that many
+    worker processes (:mod:`modscale.experiments._pool`), each taking the next chunk when it is free."""
 
     name = "local"
 
+    def __init__(self, jobs: int = 1):
+        self.workers = check_int("jobs", jobs, low=1)
+
+    def describe(self) -> str:
+        return f"local, {self.workers} worker process(es)" if self.workers > 1 else "local"
+
     def check(self, experiment: Experiment, device: str) -> None:
         device_and_label(device, experiment.accelerated)
+        if self.workers > 1:
+            reference(experiment)  # one that cannot reach a worker is refused before any work
 
-    def map(
-        self, experiment: Experiment, chunks: Sequence[Sequence[Job]], tier: str, device: str
-    ) -> Iterator[ChunkResult]:
-        for chunk in chunks:
-            yield execute_chunk(experiment, chunk, tier, device)
+    def map(self, chunks: Sequence[Chunk], device: str) -> Iterator[Outcome]:
+        if self.workers == 1:
+            for chunk in chunks:
+                try:
+                    result = execute_chunk(chunk.experiment, chunk.jobs, chunk.tier, device)
+                except Exception as exc:  # noqa: BLE001 - the runner decides: stop, or keep going
+                    yield Outcome(chunk, error=exc, traceback=traceback.format_exc())
+                else:
+                    yield Outcome(chunk, result)
+            return
+        refs = {}
+
+        def message(chunk: Chunk) -> tuple:
+            name = chunk.experiment.name
+            if name not in refs:
+                refs[name] = reference(chunk.experiment)
+            return refs[name], list(chunk.jobs), chunk.tier, device
+
+        for chunk, result, error, text in run_tasks(chunks, message, Chunk.describe, self.workers):
+            yield Outcome(chunk, result, error, text)
 
 
 def _import_ray():
@@ -203,7 +250,9 @@ class RayBackend(Backend):
                 kwargs["num_cpus"] = self.num_cpus or os.cpu_count() or 1
             self._init(ray, kwargs)
             self._ray, self._owned = ray, True
-        self._gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        resources = ray.cluster_resources()
+        self._gpus = float(resources.get("GPU", 0.0))
+        self.workers = max(1, int(resources.get("CPU", 1)))
         return self
 
     def _init(self, ray, kwargs: dict[str, Any]) -> None:
@@ -245,26 +294,33 @@ class RayBackend(Backend):
             return experiment.gpu_fraction
         return 0.0
 
-    def map(
-        self, experiment: Experiment, chunks: Sequence[Sequence[Job]], tier: str, device: str
-    ) -> Iterator[ChunkResult]:
+    def map(self, chunks: Sequence[Chunk], device: str) -> Iterator[Outcome]:
         ray = self._ray
         if ray is None:
             raise RuntimeError("RayBackend.map needs an entered backend (use it as a context manager)")
-        _pickle_plugin_by_value(ray, experiment)
-        gpus = self._gpu_share(experiment, device)
         # A task with no GPU share sees no GPU (Ray hides them), so "auto" resolves to the CPU there.
-        task = ray.remote(execute_chunk).options(num_cpus=1, num_gpus=gpus, max_retries=0)
-        exp_ref = ray.put(experiment)
-        pending = {task.remote(exp_ref, list(chunk), tier, device): i for i, chunk in enumerate(chunks)}
+        remote = ray.remote(execute_chunk)
+        refs, tasks = {}, {}
+        for chunk in chunks:  # submitted in the schedule's order: Ray starts them about in that order
+            e = chunk.experiment
+            if e.name not in refs:
+                _pickle_plugin_by_value(ray, e)
+                refs[e.name] = ray.put(e)
+            task = remote.options(num_cpus=1, num_gpus=self._gpu_share(e, device), max_retries=0)
+            tasks[task.remote(refs[e.name], list(chunk.jobs), chunk.tier, device)] = chunk
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
+            while tasks:
+                ready, _ = ray.wait(list(tasks), num_returns=1)
                 for ref in ready:
-                    pending.pop(ref)
-                    yield ray.get(ref)
+                    chunk = tasks.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - a task's error or a dead worker
+                        yield Outcome(chunk, error=exc, traceback=str(exc))
+                    else:
+                        yield Outcome(chunk, result)
         finally:
-            for ref in pending:  # an error or an interrupt: stop what has not finished
+            for ref in tasks:  # an error or an interrupt: stop what has not finished
                 ray.cancel(ref, force=True)
 
 
@@ -277,16 +333,31 @@ def _pickle_plugin_by_value(ray, experiment: Experiment) -> None:
         ray.cloudpickle.register_pickle_by_value(sys.modules[module_name])
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def make_backend(
-    name: str = "local", *, ray_address: str | None = None, ray_num_cpus: int | None = None
+    name: str = "local",
+    *,
+    ray_address: str | None = None,
+    ray_num_cpus: int | None = None,
+    jobs: int | None = None,
 ) -> Backend:
-    """The backend called ``name`` (``local`` or ``ray``), not yet entered."""
+    """The backend called ``name`` (``local`` or ``ray``), not yet entered. ``jobs``: worker processes of
+    the local backend (None: 1); Ray runs one chunk per CPU of its cluster and takes no ``jobs``."""
     if name not in BACKENDS:
         raise InvalidValue(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name == "local":
         if ray_address:
             raise InvalidValue("--ray-address needs --backend ray")
-        return LocalBackend()
+        return LocalBackend(1 if jobs is None else jobs)
+    if jobs is not None:
+        raise InvalidValue("--jobs applies to the local backend; Ray runs one chunk per CPU of its cluster")
     _import_ray()
     return RayBackend(address=ray_address, num_cpus=ray_num_cpus)
 
@@ -298,6 +369,9 @@ __all__ = [
     "LocalBackend",
     "RayBackend",
     "ChunkResult",
+    "Outcome",
+    "WorkerDied",
+    "available_cores",
     "execute_chunk",
     "make_backend",
     "check_device",

@@ -144,53 +144,11 @@ def _probe(probe: Callable[[str], tuple[float, str]], device_label: str) -> tupl
     """A probe's answer, timed once per process and device (the experiments of a family share one)."""
     key = (probe, device_label)
     if key not in _PROBED:
-        _PROBED[key] = probe(device_label)
+        from modscale.experiments._pool import one_thread
+
+        with one_thread():  # as every chunk runs (modscale.experiments.backends.execute_chunk)
+            _PROBED[key] = probe(device_label)
     return _PROBED[key]
 
 
 __all__ = ["Calibration", "calibrate", "device_kind", "SOURCES", "UNCALIBRATED"]
-
-
-@dataclasses.dataclass(frozen=True)
-class PlanLine:
-    """One experiment of a plan: runs in the plan, already stored, to do, and their calibrated seconds."""
-
-    name: str
-    device: str
-    planned: int
-    stored: int
-    todo: int
-    estimate_s: float
-    calibration: Calibration
-
-
-def estimate(plans, records: Sequence[Record], device: str = "auto", *, probe: bool = True) -> list[PlanLine]:
-    """What :func:`modscale.experiments.execute` would do with ``plans`` against the stored ``records``:
-    per plan, the runs to do and their calibrated seconds. Runs nothing but the probes; writes nothing."""
-    from modscale.experiments import registry
-    from modscale.experiments.backends import device_and_label
-
-    everyone = registry.all_experiments()
-    done = {r.key for r in records}
-    lines = []
-    for p in plans:
-        e = p.experiment
-        jobs = p.pending(done)
-        done |= {(e.name, e.revision, j.config_hash, j.seed) for j in jobs}  # a job in two plans runs once
-        _, label = device_and_label(device, e.accelerated)
-        cal = calibrate(e, records, label, everyone, probe=probe and bool(jobs)) if jobs else UNCALIBRATED
-        lines.append(
-            PlanLine(
-                e.name,
-                label,
-                len(p.jobs),
-                len(p.jobs) - len(jobs),
-                len(jobs),
-                cal.seconds(e.estimate(jobs, p.tier)),
-                cal,
-            )
-        )
-    return lines
-
-
-__all__ += ["PlanLine", "estimate"]

@@ -24,10 +24,13 @@ from modscale.experiments.experiment import Experiment
 
 ENV_VAR = "MODSCALE_EXPERIMENTS"
 ENTRY_POINT_GROUP = "modscale.experiments"
-_FRAMEWORK = {"experiment", "registry", "runner", "backends", "search"}
+_FRAMEWORK = {"experiment", "registry", "runner", "backends", "search", "calibration", "schedule"}
 PLUGIN_PREFIX = "modscale_plugin_"
 
 _registry: dict[str, Experiment] = {}
+# What load() found in modules: name -> (experiment, where: a module name, a plugin path or "module:attr");
+# another process imports the same source to get the same experiment (the local backend's workers).
+_sources: dict[str, tuple[Experiment, str]] = {}
 _loaded = False
 
 
@@ -47,12 +50,15 @@ def unregister(name: str) -> None:
     _registry.pop(name, None)
 
 
-def _register_module(module: ModuleType) -> None:
-    found = getattr(module, "EXPERIMENTS", ())
-    if isinstance(found, Experiment):
-        found = (found,)
+def _register_module(module: ModuleType, source: str) -> list[Experiment]:
+    return _register_all(getattr(module, "EXPERIMENTS", ()), source)
+
+
+def _register_all(found, source: str) -> list[Experiment]:
+    found = list(found) if isinstance(found, list | tuple) else [found]
     for experiment in found:
-        register(experiment, replace=True)
+        _sources[experiment.name] = (register(experiment, replace=True), source)
+    return found
 
 
 def import_plugin(spec: str) -> ModuleType:
@@ -90,16 +96,36 @@ def load(force: bool = False) -> None:
         return
     _loaded = True
     for name in _builtin_modules():
-        _register_module(importlib.import_module(name))
+        _register_module(importlib.import_module(name), name)
     for spec in filter(None, os.environ.get(ENV_VAR, "").split(os.pathsep)):
-        _register_module(import_plugin(spec.strip()))
+        spec = spec.strip()
+        _register_module(import_plugin(spec), str(Path(spec).resolve()) if spec.endswith(".py") else spec)
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        obj = entry.load()
-        if isinstance(obj, ModuleType):
-            _register_module(obj)
-        else:
-            for experiment in obj if isinstance(obj, list | tuple) else (obj,):
-                register(experiment, replace=True)
+        load_source(entry.value)
+
+
+def source(experiment: Experiment) -> str | None:
+    """Where :func:`load` found ``experiment`` (a module name, a plugin path, ``module:attr``), or None when
+    it was registered by hand or replaced since; :func:`load_source` in another process finds it again."""
+    found = _sources.get(experiment.name)
+    if found is None or found[0] is not experiment or _registry.get(experiment.name) is not experiment:
+        return None
+    return found[1]
+
+
+def load_source(where: str) -> list[Experiment]:
+    """Register and return the experiments of one source as :func:`source` names it (a module name or
+    ``.py`` path, or ``module:attr`` naming a module, an Experiment or a tuple of them)."""
+    module_name, sep, attr = where.partition(":")
+    if sep and not where.endswith(".py"):
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    else:
+        obj = import_plugin(where)
+    if isinstance(obj, ModuleType):
+        return _register_module(obj, where)
+    return _register_all(obj, where)
 
 
 def names() -> list[str]:
@@ -134,4 +160,6 @@ __all__ = [
     "all_experiments",
     "get",
     "import_plugin",
+    "source",
+    "load_source",
 ]

@@ -6,27 +6,32 @@
 Order of work (nothing is written before every check has passed):
 1. plan: the experiment's grid at the tier with ``overrides`` applied, each config at seeds 0..S-1;
    a bad name, tier, key or value raises here;
-2. the backend is entered (a Ray cluster joined or started) and checks the device;
-3. the store is opened (``DIR/results.jsonl``, locked), the runs already stored are skipped;
-4. the remaining jobs are chunked (the experiment's ``stack_key``) and run; each chunk's records are written
-   and fsynced as soon as it finishes, so a killed sweep resumes where it stopped.
+2. the backend is entered (a Ray cluster joined or started) and checks the device and the experiments;
+3. the store is opened (``DIR/results.jsonl``, locked) and read; one pass builds the schedule
+   (:mod:`modscale.experiments.schedule`): the jobs not stored yet, in chunks, priced and ordered;
+4. the backend runs the chunks; this loop, the only writer, stores each chunk's records (written and fsynced
+   as one append) as soon as it finishes, so a killed sweep resumes where it stopped.
+
+Ctrl-C or SIGTERM stops the workers and leaves every finished chunk stored, never half a record: a signal
+that arrives while a chunk is being written takes effect once it is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
+import threading
 import time
-import traceback
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modscale.errors import InvalidValue, UsageError
-from modscale.experiments import registry
-from modscale.experiments.backends import Backend, check_device, make_backend
-from modscale.experiments.calibration import estimate
+from modscale.errors import Interrupted, InvalidValue, UsageError
+from modscale.experiments import registry, schedule
+from modscale.experiments.backends import Backend, ChunkResult, Outcome, check_device, make_backend
 from modscale.experiments.experiment import Experiment, Job
 from modscale.results import Record, ResultsStore, ResultsWarning, make_record
 
@@ -38,11 +43,6 @@ class Plan:
     experiment: Experiment
     tier: str
     jobs: list[Job]
-
-    def pending(self, done: set[tuple]) -> list[Job]:
-        """The jobs whose runs are not in ``done`` (a set of :attr:`Record.key`)."""
-        e = self.experiment
-        return [j for j in self.jobs if (e.name, e.revision, j.config_hash, j.seed) not in done]
 
 
 def plan(
@@ -59,18 +59,23 @@ def plan(
 class Progress:
     """Receives a sweep's progress; the default does nothing. The CLI draws a bar or prints lines.
 
-    ``cost`` arguments are the experiments' estimates of seconds (:meth:`Experiment.estimate`): an ETA is
+    ``cost`` arguments are calibrated estimates of seconds (:mod:`modscale.experiments.schedule`): an ETA is
     the remaining estimate scaled by how long the estimate done so far actually took.
     """
 
-    def start(self, total: int, stored: int, cost: float = 0.0) -> None:
-        """``total`` runs to do now (estimated ``cost`` seconds), ``stored`` already in the store."""
+    def start(self, total: int, stored: int, cost: float = 0.0, wall_s: float | None = None) -> None:
+        """``total`` runs to do now, ``stored`` already in the store; ``cost``: their estimated seconds on one
+        worker, ``wall_s``: the estimated wall time on the backend's workers (None: ``cost``)."""
 
     def experiment(self, name: str, todo: int, stored: int, cost: float = 0.0) -> None:
-        """An experiment starts with ``todo`` runs to do (``stored`` skipped)."""
+        """An experiment of the sweep has ``todo`` runs to do (``stored`` skipped), ``cost`` estimated
+        seconds of one worker; called for every experiment before the first chunk starts."""
 
     def chunk(self, name: str, runs: int, wall_s: float, cost: float = 0.0) -> None:
         """A chunk of ``runs`` runs of ``name`` (estimated ``cost``) finished in ``wall_s`` and was stored."""
+
+    def failed(self, name: str, runs: int, message: str) -> None:
+        """A chunk of ``runs`` runs of ``name`` failed with ``message``; nothing of it was stored."""
 
     def finish(self) -> None:
         """The sweep is over (or stopped by an error)."""
@@ -78,7 +83,8 @@ class Progress:
 
 @dataclasses.dataclass
 class Summary:
-    """What a sweep did, per experiment: runs in the plan, skipped (already stored), run now, seconds."""
+    """What a sweep did, per experiment: runs in the plan, skipped (already stored), run now, the seconds
+    its chunks took (summed: with several workers, more than the wall time), errors."""
 
     out: Path
     planned: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -86,15 +92,18 @@ class Summary:
     ran: dict[str, int] = dataclasses.field(default_factory=dict)
     wall_s: dict[str, float] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
-    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)  # the first error of each experiment
+    failed_chunks: dict[str, int] = dataclasses.field(default_factory=dict)
     tracebacks: dict[str, str] = dataclasses.field(default_factory=dict)  # of the errors, for bug reports
+    elapsed_s: float = 0.0  # the whole sweep's wall time
+    workers: int = 1
 
     @property
     def results_path(self) -> Path:
         return self.out / "results.jsonl"
 
 
-def _records(experiment: Experiment, tier: str, result, seconds: float) -> list[Record]:
+def _records(experiment: Experiment, tier: str, result: ChunkResult) -> list[Record]:
     n = len(result.jobs)
     return [
         make_record(
@@ -102,7 +111,7 @@ def _records(experiment: Experiment, tier: str, result, seconds: float) -> list[
             job.config,
             job.seed,
             metrics,
-            wall_s=seconds / n,
+            wall_s=result.wall_s / n,
             device=result.device,
             revision=experiment.revision,
             tier=tier,
@@ -110,6 +119,42 @@ def _records(experiment: Experiment, tier: str, result, seconds: float) -> list[
         )
         for job, metrics in zip(result.jobs, result.metrics, strict=True)
     ]
+
+
+class _Signals:
+    """SIGINT and SIGTERM raise :class:`~modscale.errors.Interrupted` in the main thread, except inside
+    :meth:`deferred`, where they wait until the block ends (a chunk's records are written whole)."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.critical = False
+        self.before: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.critical:
+            self.pending = signum
+            return
+        raise Interrupted(signum)
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.before[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.before.items():
+            signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.critical = True
+        try:
+            yield
+        finally:
+            self.critical = False
+        if self.pending is not None:
+            raise Interrupted(self.pending)
 
 
 def execute(
@@ -121,23 +166,30 @@ def execute(
     progress: Progress | None = None,
     ray_address: str | None = None,
     keep_going: bool = False,
+    jobs: int | None = None,
 ) -> Summary:
     """Run every plan's pending jobs on ``backend`` and store them in ``out``/results.jsonl.
 
-    ``keep_going``: an experiment that raises is recorded in :attr:`Summary.errors` and the next one runs
-    (``modscale reproduce``); otherwise the error propagates after everything finished so far is stored.
+    ``jobs``: worker processes of the ``local`` backend (None: 1, in this process; the CLI's ``--jobs``
+    defaults to the cores this process may use). ``keep_going``: a chunk that fails (raises, or its worker
+    dies) is recorded in :attr:`Summary.errors` and the other chunks run; otherwise the sweep stops at the
+    first failure, keeps everything finished so far and raises it.
     """
     check_device(device)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InvalidValue(f"--out {out} exists and is not a directory")
     if isinstance(backend, str):
-        backend = make_backend(backend, ray_address=ray_address)
+        backend = make_backend(backend, ray_address=ray_address, jobs=jobs)
+    elif jobs is not None:
+        raise InvalidValue("jobs goes to the backend (LocalBackend(jobs)) when a backend object is given")
     progress = progress or Progress()
     summary = Summary(out)
-    with backend:
+    started = time.perf_counter()
+    with _Signals() as signals, backend:
         for p in plans:
             backend.check(p.experiment, device)
+        summary.workers = backend.workers
         store = ResultsStore(out)
         try:
             # Only the store's own notes are caught here (a torn tail cut off, records skipped): they go into
@@ -148,66 +200,60 @@ def execute(
                 loaded = store.load()
             summary.notes.extend(str(w.message) for w in caught if "torn" in str(w.message))
             summary.notes.extend(loaded.notes())
-            done = {r.key for r in loaded.records}
-            todo = []
-            for p in plans:  # a job in two plans runs once: the first plan takes it
-                jobs = p.pending(done)
-                done |= {(p.experiment.name, p.experiment.revision, j.config_hash, j.seed) for j in jobs}
-                todo.append((p, jobs))
-            # the ETA prices runs as `--plan` does: estimates scaled by this machine's measured factor
-            # (a probe, when nothing is stored, only where someone watches the progress)
-            lines = estimate(plans, loaded.records, device, probe=type(progress) is not Progress)
-            factors = {line.name: line.calibration.factor for line in lines if line.todo}
-            progress.start(
-                sum(len(t) for _, t in todo),
-                sum(len(p.jobs) - len(t) for p, t in todo),
-                sum(line.estimate_s for line in lines),
+            # the ETA prices runs as `--plan` does (a probe, when nothing is stored, only where someone
+            # watches the progress)
+            sched = schedule.build(
+                plans, loaded.records, device, workers=backend.workers, probe=type(progress) is not Progress
             )
-            for p, jobs in todo:
-                name = p.experiment.name
-                summary.planned[name] = summary.planned.get(name, 0) + len(p.jobs)
-                summary.skipped[name] = summary.skipped.get(name, 0) + len(p.jobs) - len(jobs)
-                summary.ran.setdefault(name, 0)
-                summary.wall_s.setdefault(name, 0.0)
-                factor = factors.get(name, 1.0)
-                progress.experiment(
-                    name, len(jobs), len(p.jobs) - len(jobs), factor * p.experiment.estimate(jobs, p.tier)
-                )
-                if not jobs:
-                    continue
-                try:
-                    _run_plan(p, jobs, backend, store, device, progress, summary, factor)
-                except Exception as exc:
-                    if not keep_going:
-                        raise
-                    summary.errors[name] = f"{type(exc).__name__}: {exc}"
-                    if not isinstance(exc, UsageError):  # a bug, not bad input: keep where it happened
-                        summary.tracebacks[name] = traceback.format_exc()
+            for line in sched.lines:
+                summary.planned[line.name] = summary.planned.get(line.name, 0) + line.planned
+                summary.skipped[line.name] = summary.skipped.get(line.name, 0) + line.stored
+                summary.ran.setdefault(line.name, 0)
+                summary.wall_s.setdefault(line.name, 0.0)
+            progress.start(sched.todo, sched.stored, sched.compute_s, sched.wall_s)
+            for line in sched.lines:
+                progress.experiment(line.name, line.todo, line.stored, line.estimate_s)
+            outcomes = backend.map(sched.chunks, device)
+            try:
+                for outcome in outcomes:
+                    _store(outcome, store, signals, progress, summary, keep_going)
+            finally:
+                outcomes.close()  # an error or an interrupt: stops the workers still running
         finally:
+            summary.elapsed_s = time.perf_counter() - started
             progress.finish()
             store.close()  # also when opening or loading failed: releases the lock and the file
     return summary
 
 
-def _run_plan(
-    p: Plan,
-    jobs: list[Job],
-    backend: Backend,
+def _store(
+    outcome: Outcome,
     store: ResultsStore,
-    device: str,
+    signals: _Signals,
     progress: Progress,
     summary: Summary,
-    factor: float = 1.0,
+    keep_going: bool,
 ) -> None:
-    experiment = p.experiment
-    chunks = experiment.chunks(jobs)
-    start = time.perf_counter()
-    for result in backend.map(experiment, chunks, p.tier, device):
-        store.append(_records(experiment, p.tier, result, result.wall_s))
-        summary.ran[experiment.name] += len(result.jobs)
-        cost = factor * experiment.estimate(result.jobs, p.tier)
-        progress.chunk(experiment.name, len(result.jobs), result.wall_s, cost)
-    summary.wall_s[experiment.name] += time.perf_counter() - start
+    chunk = outcome.chunk
+    name = chunk.experiment.name
+    if outcome.error is not None:
+        error = outcome.error
+        summary.failed_chunks[name] = summary.failed_chunks.get(name, 0) + 1
+        summary.errors.setdefault(name, f"{type(error).__name__}: {error}")
+        if outcome.traceback and not isinstance(error, UsageError):  # a bug: keep where it happened
+            summary.tracebacks.setdefault(name, outcome.traceback)
+        progress.failed(name, len(chunk.jobs), f"{chunk.describe()} failed: {type(error).__name__}: {error}")
+        if not keep_going:
+            if error.__traceback__ is None and outcome.traceback:  # raised in another process
+                error.add_note(f"raised in a worker process:\n{outcome.traceback}")
+            raise error
+        return
+    result = outcome.result
+    with signals.deferred():
+        store.append(_records(chunk.experiment, chunk.tier, result))
+    summary.ran[name] += len(result.jobs)
+    summary.wall_s[name] += result.wall_s
+    progress.chunk(name, len(result.jobs), result.wall_s, chunk.seconds)
 
 
 def run_sweep(
@@ -221,8 +267,10 @@ def run_sweep(
     device: str = "auto",
     ray_address: str | None = None,
     progress: Progress | None = None,
+    jobs: int | None = None,
 ) -> Summary:
     """Run one experiment's sweep at ``tier`` into ``out``; resumes where an earlier run stopped.
+    ``jobs``: worker processes of the local backend (None: 1, in this process).
 
     >>> summary = run_sweep("theory_loss_trends", "results", tier="smoke")  # doctest: +SKIP
     >>> summary.ran, summary.skipped  # doctest: +SKIP
@@ -234,6 +282,7 @@ def run_sweep(
         device=device,
         progress=progress,
         ray_address=ray_address,
+        jobs=jobs,
     )
 
 

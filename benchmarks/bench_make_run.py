@@ -1,8 +1,8 @@
-"""`make run` at --jobs 1 and --jobs N, side by side in one session: wall time, CPU use, memory, plan vs measured.
+"""`make run` at --jobs 1 and --jobs N side by side: wall time, CPU use, memory, plan against measured.
 
-Runs `modscale reproduce --tier TIER --out DIR --jobs J --fetch-data` into a fresh folder for each J (the order
-alternates over rounds, so that a machine that speeds up or slows down during the benchmark does not favour
-one), first asking `--plan` for its estimate. Measures:
+Runs `modscale reproduce --tier TIER --out DIR --jobs J --fetch-data` into a fresh folder for each J (the
+order alternates over rounds, so that a machine that speeds up or slows down during the benchmark does not
+favour one), first asking `--plan` for its estimate. Measures:
 
 - wall: the whole command (start-up, the sweep, figures, summary and report), as a user waits for it;
 - CPU use: the machine's busy time over the command's wall time, from /proc/stat (100% = one core busy);
@@ -10,7 +10,7 @@ one), first asking `--plan` for its estimate. Measures:
   (run it on an otherwise idle machine);
 - peak memory: the largest sum of resident memory over the command's process tree, sampled every 0.5 s;
 - plan / measured: `--plan`'s wall estimate for that --jobs (its last column), over the measured wall;
-- the stored metrics of the runs compared across J (timings, keys ending in `_s`, excepted): they must be equal.
+- the stored metrics of the runs compared across J (timings, keys ending in `_s`, excepted): must be equal.
 
     python benchmarks/bench_make_run.py [--tier small] [--jobs 2] [--rounds 1]
 
@@ -126,7 +126,8 @@ def one(modscale: list[str], tier: str, jobs: int, out: Path) -> dict:
 
 def metrics(out: Path) -> dict:
     return {
-        r.key: {k: v for k, v in r.metrics.items() if not k.endswith("_s")} for r in load(out, warn=False).records
+        r.key: {k: v for k, v in r.metrics.items() if not k.endswith("_s")}
+        for r in load(out, warn=False).records
     }
 
 
@@ -138,7 +139,11 @@ def main() -> None:
     args = ap.parse_args()
     modscale = [sys.executable, "-m", "modscale"]
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
         "unknown CPU",
     )
     print(f"machine: {os.cpu_count()} cores, {cpu}; tier {args.tier}; --jobs 1 vs --jobs {args.jobs}")

@@ -43,7 +43,9 @@ def _loopback_only(monkeypatch, tmp_path):
     original = socket.socket.connect
 
     def connect(self, address):
-        if self.family != socket.AF_UNIX:  # local sockets (the worker processes' fork server) stay on the host
+        if (
+            self.family != socket.AF_UNIX
+        ):  # local sockets (the worker processes' fork server) stay on the host
             host = address[0] if isinstance(address, tuple) else address
             assert host in LOOPBACK, f"a test tried to connect to {address!r}; only 127.0.0.1 is allowed"
         return original(self, address)

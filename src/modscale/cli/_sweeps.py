@@ -458,7 +458,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         notes.append(f"skipped {names}: {reason}")
     out = Path(args.out)
     figures, report, text = _write_outputs(
-        out, out / "figures", ("png", "pdf"), out / "report.html", extra_notes=notes
+        out, out / "figures", ("png", "pdf"), out / "report.html", extra_notes=notes, jobs=backend.workers
     )
     print(f"results: {summary.results_path}")
     print(f"figures: {figures}")
@@ -484,8 +484,48 @@ def _descriptions() -> dict[str, str]:
     return {e.name: e.description + (f" (paper: {e.paper})" if e.paper else "") for e in all_experiments()}
 
 
-def _write_outputs(directory: Path, figures_dir: Path, formats, report_path: Path | None, extra_notes=()):
-    from modscale.plots import render, save
+def _draw(blob: bytes, directory: Path, formats, report: bool) -> str | None:
+    """Save one pickled figure in ``formats`` and return its report PNG (in a worker process)."""
+    import pickle
+
+    from modscale.plots import save
+    from modscale.plots.report import figure_png
+
+    output = pickle.loads(blob)
+    save(output, directory, formats)
+    return figure_png(output) if report else None
+
+
+def _save_figures(outputs, directory: Path, formats, report: bool, jobs: int) -> dict[str, str]:
+    """Save every figure, on up to ``jobs`` processes (drawing is most of the time after a sweep: 15-20 s for
+    the small tier on one core); returns the report's PNGs by figure name when ``report``."""
+    import pickle
+
+    from modscale.plots import save
+    from modscale.plots.report import figure_png
+
+    jobs = min(jobs, len(outputs))
+    if jobs <= 1:
+        for output in outputs:
+            save(output, directory, formats)
+        return {o.name: figure_png(o) for o in outputs} if report else {}
+    from concurrent.futures import ProcessPoolExecutor
+
+    from modscale.experiments._pool import context
+
+    blobs = {o.name: pickle.dumps(o) for o in outputs}
+    with ProcessPoolExecutor(jobs, mp_context=context()) as pool:
+        # the largest first (most drawn points), so that no long figure starts last
+        order = sorted(blobs, key=lambda name: -len(blobs[name]))
+        futures = {name: pool.submit(_draw, blobs[name], directory, formats, report) for name in order}
+        images = {name: f.result() for name, f in futures.items()}
+    return images if report else {}
+
+
+def _write_outputs(
+    directory: Path, figures_dir: Path, formats, report_path: Path | None, extra_notes=(), jobs: int = 1
+):
+    from modscale.plots import render
     from modscale.plots.report import summary_text, write_report
 
     records, notes = _records(directory)
@@ -493,8 +533,7 @@ def _write_outputs(directory: Path, figures_dir: Path, formats, report_path: Pat
     for note in notes[len(extra_notes) :]:
         print(f"modscale: note: {note}", file=sys.stderr)
     outputs = render(records)
-    for output in outputs:
-        save(output, figures_dir, formats)
+    images = _save_figures(outputs, figures_dir, formats, report_path is not None, jobs)
     text_path = directory / "summary.txt"
     text_path.write_text(summary_text(records, outputs, notes=notes))
     report = None
@@ -506,6 +545,7 @@ def _write_outputs(directory: Path, figures_dir: Path, formats, report_path: Pat
             descriptions=_descriptions(),
             source=str(directory),
             outputs=outputs,
+            images=images,
         )
     return figures_dir, report, text_path
 

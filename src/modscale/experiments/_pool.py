@@ -142,10 +142,15 @@ def resolve(ref: tuple[str, Any]):
 _RESOLVED: dict[tuple[str, str], Any] = {}
 
 
-def _context():
+def context():
+    """The multiprocessing context workers start from: the fork server (torch and modscale preloaded) where
+    the platform has one, else spawn."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(list(PRELOAD))  # takes effect only when the server first starts
+        from modscale.experiments.registry import _builtin_modules
+
+        # takes effect only when the server first starts
+        ctx.set_forkserver_preload([*PRELOAD, *_builtin_modules()])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -197,7 +202,7 @@ def run_tasks(
 
     Closing the iterator early (an error in the caller, Ctrl-C) terminates the workers still busy.
     """
-    ctx = _context()
+    ctx = context()
     queue = list(tasks)[::-1]  # pop() takes the next in order
     pool: list[_Worker | None] = [_Worker(ctx) for _ in range(min(workers, len(queue)))]
     clean = False

@@ -539,6 +539,33 @@ def run_stack(
     return StackResult(metrics, model, tasks, U0, hist)
 
 
+# The probe's training time on the machine the sine experiments' cost constants were measured on: a 2-core AMD
+# EPYC (CPU family 25, model 17), one thread, nothing else running, 2026-12-04 (min of two after a warm-up:
+# 0.181-0.188 s). The constants are seconds per run with two workers side by side, as `make run` runs them.
+PROBE_REFERENCE_S = 0.182
+
+
+def probe(device_label: str) -> tuple[float, str]:
+    """This machine's speed on the sine networks against the machine their cost constants were measured on:
+    a fixed training (3 stacked modular networks, m = 8, k = 4, p = 2000, 150 Adam steps of 128 samples)
+    timed here over :data:`PROBE_REFERENCE_S`. Shared by every sine experiment (one probe, one cost family:
+    stored runs of one calibrate the others); about a second."""
+    device = device_label.split(" ")[0] if device_label.startswith("cuda") else "cpu"
+    setup = Setup("modular-oracle", m=8, k=4, p=2000)
+    training = Training(
+        steps=150, lr=3e-3, batch_size=128, patience=10**6, eval_every=50, n_val=256, n_test=512
+    )
+
+    def once() -> float:
+        start = time.perf_counter()
+        run_stack(setup, [0, 1, 2], [1000] * 3, "small", training=training, device=device)
+        return time.perf_counter() - start
+
+    once()  # warm-up: first-call costs (allocator, lazy initialisation) are not what a sweep pays per run
+    measured = min(once(), once())
+    return measured / PROBE_REFERENCE_S, "probe: 150 training steps of a stacked sine network timed here"
+
+
 def _recovery(model, U0: torch.Tensor, tasks: Sequence[SineTask]) -> list[tuple[float, float]]:
     """(initial, final) recovery score of each replica's projections against its task's true ones."""
     from modscale.rules import recovery_score
@@ -561,6 +588,8 @@ __all__ = [
     "training_for",
     "check_common",
     "stack_key_all_but_n",
+    "probe",
+    "PROBE_REFERENCE_S",
     "seed_for",
     "Setup",
     "make_task",

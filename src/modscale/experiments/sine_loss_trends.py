@@ -32,6 +32,7 @@ from modscale.experiments.sine_common import (
     check_common,
     common_params,
     cpu_threads,
+    probe,
     run_stack,
     scaled_cost,
     training_for,
@@ -124,6 +125,8 @@ EXPERIMENTS = (
         stack_key=stack_key,
         max_chunk=64,
         paper="loss_trends (Fig.: loss vs k, m, p, n; solid = network)",
-        cost=lambda config, tier: scaled_cost(0.2 + config["p"] / 20_000, config, tier, config["p"]),
+        # seconds per run, two workers on a 2-core AMD EPYC (2026-12-04), other tiers scaled by training FLOPs
+        probe=probe,
+        cost=lambda config, tier: scaled_cost(0.18 + config["p"] / 22_700, config, tier, config["p"]),
     ),
 )

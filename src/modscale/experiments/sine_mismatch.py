@@ -23,6 +23,7 @@ from modscale.experiments.sine_common import (
     check_common,
     common_params,
     cpu_threads,
+    probe,
     run_stack,
     scaled_cost,
     stack_key_all_but_n,
@@ -83,8 +84,9 @@ EXPERIMENTS = (
         stack_key=stack_key_all_but_n,
         max_chunk=64,
         paper="(reviewers' question: K != k)",
+        probe=probe,
         cost=lambda config, tier: scaled_cost(
-            0.5 + (0.1 * config["K"] if config["method"] == "modular-kernel" else 0.0), config, tier
+            0.4 + (0.08 * config["K"] if config["method"] == "modular-kernel" else 0.0), config, tier
         ),
     ),
 )

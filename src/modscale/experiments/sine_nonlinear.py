@@ -28,6 +28,7 @@ from modscale.experiments.sine_common import (
     check_common,
     common_params,
     cpu_threads,
+    probe,
     run_stack,
     scaled_cost,
     stack_key_all_but_n,
@@ -109,8 +110,9 @@ EXPERIMENTS = (
         stack_key=stack_key_all_but_n,
         max_chunk=64,
         paper="(nonlinear variant; no published numbers)",
-        # seconds per run on a 2-core CPU (small tier, 10-job stacks), scaled by training FLOPs
-        cost=lambda config, tier: scaled_cost(0.5, config, tier),
+        # seconds per run (small tier, 10-job stacks, two workers on a 2-core AMD EPYC), scaled by FLOPs
+        probe=probe,
+        cost=lambda config, tier: scaled_cost(0.3, config, tier),
     ),
 )
 

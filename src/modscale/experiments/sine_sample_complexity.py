@@ -37,6 +37,7 @@ from modscale.experiments.sine_common import (
     check_common,
     common_params,
     cpu_threads,
+    probe,
     run_stack,
     scaled_cost,
     training_for,
@@ -162,9 +163,10 @@ EXPERIMENTS = (
         stack_key=stack_key,
         max_chunk=64,
         paper="compare_method1_sample_complexity1.5 (Fig.: samples needed vs m, sine task)",
-        # measured CPU s per run at the small tier, scaled by training FLOPs
+        # seconds per run at the small tier (two workers on a 2-core AMD EPYC), scaled by training FLOPs
+        probe=probe,
         cost=lambda config, tier: scaled_cost(
-            2.0 if config["method"] == "modular-kernel" else 1.2, config, tier
+            1.75 if config["method"] == "modular-kernel" else 1.05, config, tier
         ),
     ),
 )

@@ -32,9 +32,9 @@ def _check(config: dict) -> None:
 
 
 def _cost(config) -> float:
-    """Seconds: a least-squares solve per draw, ~n^2 (p + extra features) flops at ~2 GFLOP/s."""
+    """Seconds: a least-squares solve per draw, ~n^2 (p + extra features) flops at ~11 GFLOP/s, one thread."""
     n, p = config["n"], config["p"]
-    return 0.005 + config["draws"] * 5e-10 * min(n, p) * max(n, p) * (min(n, p) + max(n, 100))
+    return 0.001 + config["draws"] * 0.9e-10 * min(n, p) * max(n, p) * (min(n, p) + max(n, 100))
 
 
 def run(jobs: Sequence[Job], ctx: Context) -> list[dict]:

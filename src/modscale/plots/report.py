@@ -51,7 +51,8 @@ def fmt(value: float | None) -> str:
     return f"{value:.3g}"
 
 
-def _png(output: FigureOutput, dpi: int = 110) -> str:
+def figure_png(output: FigureOutput, dpi: int = 110) -> str:
+    """``output``'s figure as the report embeds it: a PNG, base64-encoded."""
     buf = io.BytesIO()
     output.figure.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -140,9 +141,11 @@ def report_html(
     source: str = "",
     title: str = "modscale: results beside the paper",
     outputs: Sequence[FigureOutput] | None = None,
+    images: Mapping[str, str] | None = None,
 ) -> str:
     """The report page for ``records`` as a string (see :func:`write_report`)."""
     descriptions = descriptions or {}
+    images = images or {}
     outputs = render(records) if outputs is None else outputs
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -179,7 +182,8 @@ def report_html(
     for o in outputs:
         parts.append(f'<h2 id="fig-{html.escape(o.name)}">{html.escape(o.title or o.name)}</h2>')
         parts.append(f"<p>Experiments: {html.escape(', '.join(o.experiments))}</p>")
-        parts.append(f'<img alt="{html.escape(o.name)}" src="data:image/png;base64,{_png(o)}">')
+        png = images.get(o.name) or figure_png(o)
+        parts.append(f'<img alt="{html.escape(o.name)}" src="data:image/png;base64,{png}">')
         parts.append(f'<p class="caption">{html.escape(o.caption)}</p>')
         parts.append(_comparison_table(o))
     parts.append("</body></html>")
@@ -194,15 +198,19 @@ def write_report(
     descriptions: Mapping[str, str] | None = None,
     source: str = "",
     outputs: Sequence[FigureOutput] | None = None,
+    images: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the self-contained HTML report of ``records`` to ``path`` (atomically: a temp file, then rename).
 
     ``notes``: sentences on what was skipped when reading the results; ``descriptions``: one line per
     experiment name; ``source``: where the records came from (shown on the page); ``outputs``: figures
-    already drawn from these records (drawn here when not given).
+    already drawn from these records (drawn here when not given); ``images``: their PNGs as
+    :func:`figure_png` makes them, by figure name (made here when missing).
     """
     path = Path(path)
-    text = report_html(records, notes=notes, descriptions=descriptions, source=source, outputs=outputs)
+    text = report_html(
+        records, notes=notes, descriptions=descriptions, source=source, outputs=outputs, images=images
+    )
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,4 +260,4 @@ def summary_text(
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["write_report", "report_html", "summary_text", "fmt"]
+__all__ = ["write_report", "report_html", "summary_text", "fmt", "figure_png"]

@@ -315,3 +315,20 @@ def test_stacked_adam_weight_decay_matches_torch_adam():
         ours.step()
         ref.step()
     torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_compile_without_a_compiler_warns_and_trains_as_eager(monkeypatch):
+    """torch.compile needs a C++ compiler at run time: without one, training falls back to eager, the same
+    numbers as compile=False, with one warning that says why."""
+    import shutil
+
+    from modscale import _torch
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert "no C++ compiler" in _torch.compile_unavailable()
+    X, y = _data()
+    eager = train(MLP(3, 8, 1, generator=0), (X, y), steps=20, lr=1e-2, eval_every=20)
+    with pytest.warns(RuntimeWarning, match="compile=True: no C.. compiler was found.*without torch.compile"):
+        fallback = train(MLP(3, 8, 1, generator=0), (X, y), steps=20, lr=1e-2, eval_every=20, compile=True)
+    np.testing.assert_array_equal(eager.final_train, fallback.final_train)

@@ -12,7 +12,10 @@ import ctypes
 import ctypes.util
 import functools
 import numbers
+import os
+import shutil
 import sys
+import sysconfig
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -131,7 +134,24 @@ def keep_freed_memory() -> bool:
     )
 
 
+def compile_unavailable() -> str | None:
+    """Why ``torch.compile`` cannot build kernels in this process, or None when it can.
+
+    Its default backend (inductor) writes C++ (CPU) or Triton (CUDA) kernels and compiles them at run time,
+    which needs a C++ compiler and the Python headers; without them the first call of a compiled model fails
+    deep inside torch. Checked up front so that training can fall back to eager execution with a warning.
+    """
+    compiler = os.environ.get("CXX") or next((c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
+    if not compiler:
+        return "no C++ compiler was found (g++, c++ or clang++ on PATH, or $CXX)"
+    include = sysconfig.get_paths().get("include") or ""
+    if not os.path.exists(os.path.join(include, "Python.h")):
+        return f"the Python headers are missing (no {os.path.join(include, 'Python.h')})"
+    return None
+
+
 __all__ = [
+    "compile_unavailable",
     "GeneratorLike",
     "as_generator",
     "as_generators",

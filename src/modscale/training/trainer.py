@@ -53,6 +53,7 @@ import dataclasses
 import math
 import numbers
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +63,13 @@ import torch
 from torch import nn
 
 from modscale._checks import check_choice, check_int
-from modscale._torch import as_generators, flush_denormals, keep_freed_memory, resolve_device
+from modscale._torch import (
+    as_generators,
+    compile_unavailable,
+    flush_denormals,
+    keep_freed_memory,
+    resolve_device,
+)
 from modscale.errors import InvalidType, InvalidValue, NonFiniteLossError
 from modscale.training.adam import StackedAdam
 
@@ -86,7 +93,9 @@ class TrainConfig:
         replica's loss through its gradient (as torch.optim.Adam's weight_decay); not part of the reported
         losses.
     eval_batch_size: rows per forward pass when evaluating (bounds memory). compile: wrap the model in
-        torch.compile for training.
+        torch.compile for training (where no C++ compiler or Python headers are found, a RuntimeWarning
+        says so and training runs uncompiled). It pays only for long trainings of one shape: each new
+        model compiles for 2-5 s on a 2-core CPU (benchmarks/README.md), so the experiments leave it off.
     """
 
     steps: int | None = None
@@ -378,7 +387,13 @@ def train(
     with flush_denormals(device):
         # setup ---------------------------------------------------------------------------------------
         model.to(device)
-        net = torch.compile(model) if cfg.compile else model
+        net = model
+        if cfg.compile:
+            reason = compile_unavailable()
+            if reason is None:
+                net = torch.compile(model)
+            else:
+                warnings.warn(f"compile=True: {reason}; training without torch.compile", RuntimeWarning, 2)
         opt = StackedAdam(
             params, lr.to(device), S, cfg.betas, cfg.eps, replica_dim=stacked, weight_decay=cfg.weight_decay
         )

@@ -138,14 +138,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     modscale = [sys.executable, "-m", "modscale"]
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        "unknown CPU",
-    )
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+
+    def field(name: str) -> str:
+        values = (line.split(":", 1)[1].strip() for line in info if line.split(":")[0].strip() == name)
+        return next(values, "?")
+
+    cpu = f"{field('model name')} (family {field('cpu family')}, model {field('model')})"
     print(f"machine: {os.cpu_count()} cores, {cpu}; tier {args.tier}; --jobs 1 vs --jobs {args.jobs}")
     results: dict[int, list[dict]] = {1: [], args.jobs: []}
     outs: dict[int, Path] = {}

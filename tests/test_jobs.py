@@ -103,6 +103,18 @@ def test_an_experiment_registered_by_hand_goes_by_pickle_or_is_refused_before_an
     run_sweep(local, tmp_path / "b", tier="smoke", jobs=1)  # in this process it runs
 
 
+def _unpicklable_run(jobs, ctx):
+    return [{"x": lambda: None} for _ in jobs]
+
+
+def test_a_result_that_cannot_come_back_from_a_worker_is_an_error_not_a_death(tmp_path):
+    tiers = {t: Tier(grid(a=[1])) for t in ("smoke", "small", "paper")}
+    params = (Param("a", int, 0),)
+    e = Experiment("by_hand_unpicklable", "", params, tiers, _unpicklable_run, accelerated=False)
+    with pytest.raises(RuntimeError, match="the chunk's result could not be sent back: PicklingError"):
+        run_sweep(e, tmp_path, tier="smoke", jobs=2)
+
+
 @pytest.mark.parametrize(("jobs", "error"), [(0, InvalidValue), (-1, InvalidValue), (1.5, InvalidType)])
 def test_bad_jobs_raise_before_anything_is_written(plugin, tmp_path, jobs, error):
     with pytest.raises(error, match="jobs must be"):

@@ -105,6 +105,9 @@ def _serve(conn, environ: dict[str, str], path: list[str]) -> None:
             conn.send(reply)
         except (EOFError, OSError):
             return
+        except Exception as exc:  # noqa: BLE001 - a result that does not pickle: say so, not die
+            error = RuntimeError(f"the chunk's result could not be sent back: {type(exc).__name__}: {exc}")
+            conn.send((False, error, traceback.format_exc()))
 
 
 def reference(experiment) -> tuple[str, Any]:

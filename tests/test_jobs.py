@@ -111,7 +111,7 @@ def test_a_result_that_cannot_come_back_from_a_worker_is_an_error_not_a_death(tm
     tiers = {t: Tier(grid(a=[1])) for t in ("smoke", "small", "paper")}
     params = (Param("a", int, 0),)
     e = Experiment("by_hand_unpicklable", "", params, tiers, _unpicklable_run, accelerated=False)
-    with pytest.raises(RuntimeError, match="the chunk's result could not be sent back: PicklingError"):
+    with pytest.raises(RuntimeError, match="the chunk's result could not be sent back: AttributeError: Can't pickle"):
         run_sweep(e, tmp_path, tier="smoke", jobs=2)
 
 
@@ -171,6 +171,16 @@ def test_without_keep_going_a_dead_worker_stops_the_sweep_cleanly(plugin, tmp_pa
     assert all(r.metrics["draws"] == plugin.expected(r.config, r.seed)["draws"] for r in stored)
     summary = run_sweep("sweep_probe", tmp_path / "out", tier="smoke", overrides=overrides, jobs=2)
     assert summary.ran["sweep_probe"] + len(stored) == 8
+
+
+def test_a_dead_worker_on_the_command_line_is_one_line_and_exit_1(plugin, tmp_path, capsys):
+    marker = tmp_path / "died-once"
+    argv = ["run", "sweep_probe", "--tier", "smoke", "--jobs", "2", "--out", str(tmp_path / "out"), "--quiet"]
+    assert cli.main([*argv, "--set", "die_seed=0", f"die_marker={marker}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("modscale: the worker process running sweep_probe chunk ") and err.count("\n") == 1
+    assert "killed by SIGKILL" in err and "every run that finished is stored" in err
+    assert cli.main([*argv, "--set", "die_seed=0", f"die_marker={marker}"]) == 0  # the rerun completes
 
 
 def test_an_error_in_a_worker_keeps_its_type_and_where_it_happened(plugin, tmp_path):

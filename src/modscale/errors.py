@@ -40,6 +40,11 @@ class NonFiniteLossError(RuntimeError):
         super().__init__(msg + (f": {detail}" if detail else ""))
 
 
+class WorkerDied(RuntimeError):
+    """A worker process of a sweep ended while it ran a chunk (killed by a signal, such as the out-of-memory
+    killer's SIGKILL, or exited). Nothing of that chunk is stored; a rerun runs it again."""
+
+
 class Interrupted(KeyboardInterrupt):
     """A sweep was stopped by a signal (Ctrl-C's SIGINT, or SIGTERM); ``signum`` says which. Everything that
     finished before it is stored; the CLI exits with 128 + ``signum``, as shells do."""
@@ -55,4 +60,12 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(f"stopped by {name}")
 
 
-__all__ = ["Interrupted", "UsageError", "InvalidValue", "InvalidType", "FetchError", "NonFiniteLossError"]
+__all__ = [
+    "Interrupted",
+    "WorkerDied",
+    "UsageError",
+    "InvalidValue",
+    "InvalidType",
+    "FetchError",
+    "NonFiniteLossError",
+]

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from modscale import __version__
-from modscale.errors import UsageError
+from modscale.errors import UsageError, WorkerDied
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{getattr(exc, 'prog', 'modscale')}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except WorkerDied as exc:  # not a bug of ours: the system killed a worker (out of memory, most often)
+        print(f"modscale: {exc}; every run that finished is stored", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a sweep (modscale.errors.Interrupted)
         signum = getattr(exc, "signum", 2)
         what = f" ({exc})" if str(exc) else ""

@@ -30,15 +30,11 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from modscale.errors import InvalidValue
+from modscale.errors import InvalidValue, WorkerDied
 
 # Imported once by the fork server; their import is most of a worker's start-up otherwise (~2-3 s each).
 PRELOAD = ("torch", "numpy", "scipy.linalg", "modscale.experiments", "modscale.training", "modscale.rules")
 _STOP_GRACE_S = 5.0
-
-
-class WorkerDied(RuntimeError):
-    """A worker process ended while it ran a chunk (killed by a signal, or exited)."""
 
 
 @contextlib.contextmanager
@@ -194,7 +190,7 @@ def _death(process, what: str) -> WorkerDied:
         why = f"killed by {name}{oom}"
     else:
         why = f"exited with status {code}"
-    return WorkerDied(f"the worker process running {what} died: {why}; the rest go on, a rerun retries it")
+    return WorkerDied(f"the worker process running {what} died: {why}; a rerun runs that chunk again")
 
 
 def run_tasks(

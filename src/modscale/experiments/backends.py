@@ -26,8 +26,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from modscale._checks import check_int
-from modscale.errors import InvalidValue, UsageError
-from modscale.experiments._pool import WorkerDied, one_thread, reference, run_tasks
+from modscale.errors import InvalidValue, UsageError, WorkerDied
+from modscale.experiments._pool import one_thread, reference, run_tasks
 from modscale.experiments.experiment import Context, Experiment, Job
 from modscale.experiments.schedule import Chunk
 

@@ -111,7 +111,9 @@ def test_a_result_that_cannot_come_back_from_a_worker_is_an_error_not_a_death(tm
     tiers = {t: Tier(grid(a=[1])) for t in ("smoke", "small", "paper")}
     params = (Param("a", int, 0),)
     e = Experiment("by_hand_unpicklable", "", params, tiers, _unpicklable_run, accelerated=False)
-    with pytest.raises(RuntimeError, match="the chunk's result could not be sent back: AttributeError: Can't pickle"):
+    with pytest.raises(
+        RuntimeError, match="the chunk's result could not be sent back: AttributeError: Can't pickle"
+    ):
         run_sweep(e, tmp_path, tier="smoke", jobs=2)
 
 

@@ -5,7 +5,11 @@ A sweep is many runs (one experiment config x one seed each). Every finished run
     {"experiment": "theory_loss_trends", "config": {...}, "config_hash": "3f2a...", "seed": 0,
      "metrics": {"train": 0.41, "test": 1.02}, "wall_s": 0.003, "device": "cpu", "version": "0.1.0",
      "format": 1, "revision": 1, "tier": "small", "chunk_size": 240, "finished": "2025-01-01T12:00:00Z",
-     "host": "node-1"}
+     "host": "node-1", "commit": "7939e3d..."}
+
+``commit`` says which code made the numbers (:mod:`modscale._provenance`: the git commit of the checkout,
+marked when it had local changes, or a hash of the installed package's source); records written before it
+existed read as ``""``.
 
 Durability: a batch of lines is written, flushed and ``fsync``-ed before the runs count as stored, so a sweep
 killed at any instant (SIGKILL included) loses at most the runs in flight and never stores one twice: a rerun
@@ -41,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from modscale import __version__
+from modscale._provenance import code_version
 from modscale.errors import InvalidType, InvalidValue, UsageError
 
 try:  # POSIX advisory locks; elsewhere the single-writer rule is the user's to keep.
@@ -120,6 +125,7 @@ class Record:
     chunk_size: int = 1
     finished: str = ""
     host: str = ""
+    commit: str = ""
 
     @property
     def key(self) -> tuple[str, int, str, int]:
@@ -141,8 +147,10 @@ def make_record(
     revision: int = 1,
     tier: str = "",
     chunk_size: int = 1,
+    commit: str | None = None,
 ) -> Record:
-    """A :class:`Record` stamped with the config hash, this version, the time and the host."""
+    """A :class:`Record` stamped with the config hash, this version, the time, the host and the code's commit
+    (``commit``; None: the running code's, :func:`modscale._provenance.code_version`)."""
     return Record(
         experiment=experiment,
         config=_plain(dict(config)),
@@ -156,6 +164,7 @@ def make_record(
         chunk_size=int(chunk_size),
         finished=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         host=socket.gethostname(),
+        commit=code_version() if commit is None else str(commit),
     )
 
 
@@ -174,6 +183,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "chunk_size": (int,),
     "finished": (str,),
     "host": (str,),
+    "commit": (str,),
 }
 
 

@@ -45,6 +45,13 @@ def test_local_changes_are_marked_with_the_hash_of_the_changed_source(repo):
     assert version == f"{_git(root, 'rev-parse', 'HEAD')}+dirty.{source_hash(package)[:12]}"
 
 
+def test_an_untracked_copy_inside_a_checkout_is_not_that_checkout(repo):
+    root, package = repo
+    installed = root / ".venv" / "site-packages" / "pkg"  # a virtual environment inside the project
+    shutil.copytree(package, installed)
+    assert code_version(installed) == f"src.{source_hash(installed)[:16]}"
+
+
 def test_without_git_the_source_hash_changes_with_any_file_and_name(repo, tmp_path):
     _, package = repo
     copy = tmp_path / "installed" / "pkg"

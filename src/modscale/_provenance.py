@@ -42,7 +42,10 @@ def code_version(package: Path = PACKAGE) -> str:
     """The commit (or source hash) of the code running now, as described in the module docstring; computed
     once per process."""
     commit = _git("rev-parse", "HEAD", cwd=package)
-    if commit and len(commit) == 40:
+    # the package's files must be tracked there: an installed copy inside some other checkout (a virtual
+    # environment in a project folder) is not that checkout's code
+    tracked = _git("ls-files", "--", ".", cwd=package)
+    if commit and len(commit) == 40 and tracked:
         changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", cwd=package)
         if changed == "":
             return commit

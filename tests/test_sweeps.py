@@ -15,10 +15,12 @@ import pytest
 
 from modscale.errors import InvalidType, InvalidValue, UsageError
 from modscale.experiments import (
+    Crossing,
     Experiment,
     Param,
     Tier,
     bisect_log_grid,
+    crossing,
     current,
     dense_grid,
     execute,
@@ -411,3 +413,64 @@ def test_a_job_in_two_plans_runs_once(probe, tmp_path):
     summary = execute([plan("sweep_probe", "smoke", 2), plan("sweep_probe", "smoke", 3)], tmp_path)
     assert summary.ran == {"sweep_probe": 9} and summary.planned == {"sweep_probe": 15}
     assert len(_raw_keys(tmp_path / "results.jsonl")) == 9
+
+
+# ------------------------------------------------------------------------------------------ crossings
+
+
+@pytest.mark.parametrize(("c", "alpha", "eps"), [(3.0, 0.5, 0.2), (10.0, 1.0, 0.05), (1.0, 0.3, 0.31)])
+def test_crossing_of_a_power_law_is_exact(c, alpha, eps):
+    """Second route: for L = c n^-alpha the crossing is (c / eps)^(1 / alpha), whatever the grid."""
+    grid = log_grid_n(2, 1e6, 13)
+    found = crossing(grid, c * grid.astype(float) ** -alpha, eps)
+    assert found.censored == "none"
+    assert found.n_star == pytest.approx((c / eps) ** (1 / alpha), rel=1e-9)
+    lo, hi = found.bracket
+    assert lo < found.n_star <= hi and list(grid).index(hi) == list(grid).index(lo) + 1
+
+
+def test_crossing_is_the_last_one_and_nan_is_a_miss():
+    n = [8, 16, 32, 64, 128]
+    assert crossing(n, [1.0, 0.1, 0.5, 0.1, 0.05], 0.2).bracket == (32, 64)  # a broken training at 32
+    assert crossing(n, [1.0, 0.1, 0.1, float("nan"), 0.05], 0.2).bracket == (64, 128)
+    shuffled = crossing([64, 8, 128, 32, 16], [0.1, 1.0, 0.05, 0.5, 0.1], 0.2)
+    assert shuffled == crossing(n, [1.0, 0.1, 0.5, 0.1, 0.05], 0.2)  # order of the measurements is free
+    assert crossing(n, [1.0, 0.5, 0.0, 0.0, 0.0], 0.2).n_star == 32  # a zero loss: the crossing is there
+
+
+def test_crossing_censored_on_either_side_is_a_bound():
+    below = crossing([10, 20, 40], [0.1, 0.05, 0.01], 0.5)
+    assert below == Crossing(10.0, (None, 10), "below")
+    above = crossing([10, 20, 40], [2.0, 1.0, 0.6], 0.5)
+    assert above == Crossing(40.0, (40, None), "above")
+    assert above.as_metrics() == {"n_star": 40.0, "n_star_bracket": [40, None], "censored": "above"}
+
+
+def test_crossing_agrees_with_the_dense_grid_search():
+    """Second route: on monotone curves the upper end of the bracket is the dense search's grid answer."""
+    grid = log_grid_n(60, 1e5, 33)
+    ms = [2, 3, 4, 5, 6]
+    eps = [0.5, 0.6, 1.25, 1.3, 1.35]
+    evaluate, _ = _closed_form(ms)
+    dense = dense_grid(evaluate, grid, eps, n_jobs=len(ms))
+    for j in range(len(ms)):
+        n_seen, losses = zip(*dense.history[j], strict=True)
+        found = crossing(n_seen, losses, eps[j])
+        if np.isfinite(dense.n_star[j]) and dense.n_star[j] > grid[0]:
+            assert found.censored == "none" and found.bracket[1] == dense.n_star[j]
+        elif not np.isfinite(dense.n_star[j]):
+            assert found.censored == "above"
+
+
+@pytest.mark.parametrize(
+    ("n", "loss", "eps", "message"),
+    [
+        ([], [], 0.1, "1-D of one length"),
+        ([1, 2], [0.1], 0.1, "1-D of one length"),
+        ([2, 2], [0.1, 0.2], 0.1, "distinct"),
+        ([2, 3], [0.1, 0.2], 0.0, "eps must be positive"),
+    ],
+)
+def test_crossing_bad_input(n, loss, eps, message):
+    with pytest.raises(InvalidValue, match=message):
+        crossing(n, loss, eps)

@@ -25,7 +25,7 @@ from modscale.experiments.backends import (
 from modscale.experiments.experiment import TIERS, Context, Experiment, Job, Param, Tier, grid
 from modscale.experiments.registry import all_experiments, get, names, register, unregister
 from modscale.experiments.runner import Plan, Progress, Summary, current, execute, plan, run_sweep
-from modscale.experiments.search import Search, bisect_log_grid, dense_grid, log_grid_n
+from modscale.experiments.search import Crossing, Search, bisect_log_grid, crossing, dense_grid, log_grid_n
 
 __all__ = [
     "TIERS",
@@ -56,6 +56,8 @@ __all__ = [
     "make_backend",
     "device_and_label",
     "Search",
+    "Crossing",
+    "crossing",
     "bisect_log_grid",
     "dense_grid",
     "log_grid_n",

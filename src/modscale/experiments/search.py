@@ -1,4 +1,9 @@
-"""Sample complexity by bisection on a log grid of n, for many jobs at once (one stacked training per round).
+"""Sample complexity from learning curves: where a loss crosses eps for good, and bisection on a log grid.
+
+:func:`crossing` reads n*(eps) off a curve measured at several n (every eps from one curve): interpolated
+between the two trainings that bracket the last crossing, and marked censored where the grid does not
+bracket it. :func:`bisect_log_grid` is the older search for one eps per job (fewer trainings, a grid point as
+answer).
 
 n*(eps) is the smallest n on a grid whose loss is <= eps. A dense search trains at every grid point;
 bisection first trains at the top of the grid (is eps reachable at all?), then halves the bracket of grid
@@ -19,7 +24,7 @@ Example (the closed-form test loss of the monolithic model at p = 50)::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -120,4 +125,68 @@ def dense_grid(evaluate: Evaluate, grid: np.ndarray, threshold: float | np.ndarr
     return Search(n_star.astype(float), np.full(n_jobs, len(grid)), history, len(grid))
 
 
-__all__ = ["Search", "log_grid_n", "bisect_log_grid", "dense_grid"]
+CENSORED = ("none", "below", "above")
+
+
+@dataclasses.dataclass(frozen=True)
+class Crossing:
+    """Where a loss curve crosses ``eps`` for good.
+
+    - ``censored = "none"``: the loss is above eps at ``bracket[0]`` and at or below it at ``bracket[1]`` and
+      every larger size measured; ``n_star`` is interpolated between the two (log loss linear in log n);
+    - ``"below"``: every size measured reaches eps: n* <= ``n_star`` = the smallest size (an upper bound),
+      ``bracket = (None, smallest size)``;
+    - ``"above"``: the largest size measured misses eps: n* > ``n_star`` = the largest size (a lower
+      bound), ``bracket = (largest size, None)``.
+    """
+
+    n_star: float
+    bracket: tuple[int | None, int | None]
+    censored: str
+
+    def as_metrics(self) -> dict:
+        """The metrics keys ``n_star``, ``n_star_bracket``, ``censored`` of a stored run."""
+        return {"n_star": self.n_star, "n_star_bracket": list(self.bracket), "censored": self.censored}
+
+
+def crossing(n: Sequence[int], loss: Sequence[float], eps: float) -> Crossing:
+    """The last crossing of ``eps`` by losses ``loss`` measured at sizes ``n`` (any order; NaN = a miss).
+
+    The last, not the first: n* is the size from which every larger size measured reaches eps, so a
+    training that broke at a large n (its loss above eps again) moves n* past it instead of being
+    ignored. Between the bracketing sizes (n_lo, L_lo > eps) and (n_hi, L_hi <= eps) the curve is taken as
+    a power law, log L linear in log n (learning curves are, locally):
+
+        log n* = log n_lo + (log L_lo - log eps) / (log L_lo - log L_hi) * (log n_hi - log n_lo)
+
+    (n* = n_hi when L_hi = 0 exactly).
+
+    >>> round(crossing([10, 100, 1000], [1.0, 0.1, 0.01], 0.05).n_star, 6)  # 10^(2 + log10 2)
+    200.0
+    """
+    n = np.asarray(n, dtype=float)
+    loss = np.asarray(loss, dtype=float)
+    if n.ndim != 1 or n.shape != loss.shape or len(n) < 1:
+        raise InvalidValue(f"n and loss must be 1-D of one length >= 1, got {n.shape} and {loss.shape}")
+    if not np.isfinite(eps) or eps <= 0:
+        raise InvalidValue(f"eps must be positive and finite, got {eps}")
+    order = np.argsort(n, kind="stable")
+    n, loss = n[order], loss[order]
+    if np.any(np.diff(n) <= 0) or n[0] < 1:
+        raise InvalidValue(f"sizes must be distinct and >= 1, got {n.tolist()}")
+    miss = ~(loss <= eps)  # NaN counts as a miss
+    if not miss.any():
+        return Crossing(float(n[0]), (None, int(n[0])), "below")
+    last = int(np.flatnonzero(miss)[-1])
+    if last == len(n) - 1:
+        return Crossing(float(n[-1]), (int(n[-1]), None), "above")
+    n_lo, n_hi, l_lo, l_hi = n[last], n[last + 1], loss[last], loss[last + 1]
+    if l_hi <= 0 or not np.isfinite(l_lo):
+        return Crossing(float(n_hi), (int(n_lo), int(n_hi)), "none")
+    t = (np.log(l_lo) - np.log(eps)) / (np.log(l_lo) - np.log(l_hi))  # in (0, 1]: l_lo > eps >= l_hi
+    return Crossing(
+        float(np.exp(np.log(n_lo) + t * (np.log(n_hi) - np.log(n_lo)))), (int(n_lo), int(n_hi)), "none"
+    )
+
+
+__all__ = ["Search", "log_grid_n", "bisect_log_grid", "dense_grid", "Crossing", "crossing", "CENSORED"]

@@ -332,3 +332,27 @@ def test_compile_without_a_compiler_warns_and_trains_as_eager(monkeypatch):
     with pytest.warns(RuntimeWarning, match="compile=True: no C.. compiler was found.*without torch.compile"):
         fallback = train(MLP(3, 8, 1, generator=0), (X, y), steps=20, lr=1e-2, eval_every=20, compile=True)
     np.testing.assert_array_equal(eager.final_train, fallback.final_train)
+
+
+def test_val_samples_validate_each_replica_on_its_own_leading_rows():
+    """Second route: each replica trained alone with its validation rows cut to val_samples[s] (early
+    stopping on) ends with the same weights and validation loss as the stack whose rows beyond it are junk."""
+    g = torch.Generator().manual_seed(3)
+    X, y = torch.randn(3, 64, 3, generator=g), torch.randn(3, 64, 1, generator=g)
+    Xv, yv = torch.randn(3, 20, 3, generator=g), torch.randn(3, 20, 1, generator=g)
+    counts = [5, 12, 20]
+    junk = yv.clone()
+    for s, v in enumerate(counts):
+        junk[s, v:] = 1e3  # never to be seen
+    cfg = dict(steps=60, lr=1e-2, eval_every=5, early_stopping=True, patience=3)
+    stacked = train(
+        MLP(3, 8, 1, n_replicas=3, generator=[0, 1, 2]), (X, y), val=(Xv, junk), val_samples=counts, **cfg
+    )
+    for s, v in enumerate(counts):
+        alone = train(MLP(3, 8, 1, generator=s), (X[s], y[s]), val=(Xv[s, :v], yv[s, :v]), **cfg)
+        assert stacked.best_step[s] == alone.best_step[0]
+        assert stacked.final_val[s] == pytest.approx(alone.final_val[0], rel=1e-5)
+    with pytest.raises(InvalidValue, match="val_samples must lie in"):
+        train(MLP(3, 8, 1, n_replicas=3), (X, y), val=(Xv, yv), val_samples=[5, 21, 3], steps=1)
+    with pytest.raises(InvalidValue, match="val_samples needs val"):
+        train(MLP(3, 8, 1, n_replicas=3), (X, y), val_samples=[5, 5, 3], steps=1)

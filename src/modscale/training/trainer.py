@@ -324,6 +324,7 @@ def train(
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
     n_samples: Sequence[int] | torch.Tensor | None = None,
+    val_samples: Sequence[int] | torch.Tensor | None = None,
     callback: Callable[[nn.Module, int], None] | None = None,
     **overrides,
 ) -> History:
@@ -332,6 +333,9 @@ def train(
     ``config`` holds the hyperparameters; keyword ``overrides`` replace its fields (``steps=...``). Every
     argument is validated before any work starts. The model is moved to the chosen device and left there,
     holding the final weights (the best validation weights under early stopping).
+
+    ``n_samples`` / ``val_samples``: per replica, how many leading rows of the training / validation data it
+    uses (replicas trained on nested subsets of one array; a validation split of each replica's own data).
 
     ``callback(model, step)``, when given, is called before the first step (step 0) and at every history
     row (step = steps done), in eval mode under ``torch.no_grad()``: a way to read the weights during
@@ -370,6 +374,11 @@ def train(
     for name, pair in (("val", val), ("test", test)):
         if pair is not None:
             evals[name] = _check_pair(name, pair, S, in_dim)
+    val_list = None
+    if val_samples is not None:
+        if val is None:
+            raise InvalidValue("val_samples needs val")
+        val_list = _check_n_samples(val_samples, S, val[1].shape[-2], "val_samples")
     if cfg.early_stopping and "val" not in evals:
         raise InvalidValue("early_stopping needs a validation set: pass val=(X_val, y_val)")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -416,9 +425,10 @@ def train(
 
         full_batch = source or cfg.batch_size is None or cfg.batch_size >= max(n_list)
         if n_list is not None:
-            n_t = torch.tensor(n_list, device=device, dtype=torch.float32)
-            mask = torch.arange(y.shape[-2], device=device)[None, :] < n_t[:, None]
-            full_w = mask.float() / n_t[:, None]  # (S, n): replica s averages over its first n_s samples
+            full_w = _leading_weights(n_list, y.shape[-2], device)  # replica s: the mean of its first n_s
+        eval_w = {}
+        if val_list is not None:
+            eval_w["val"] = _leading_weights(val_list, evals["val"][1].shape[-2], device)
         per_epoch = [1] * S if full_batch else [math.ceil(v / min(cfg.batch_size, v)) for v in n_list]
         total_steps = [cfg.steps] * S if cfg.steps is not None else [cfg.epochs * r for r in per_epoch]
         T_max = max(total_steps)
@@ -516,7 +526,7 @@ def train(
                     rows_train.append(acc / acc_n)
                     acc, acc_n = torch.zeros(S, device=device), 0
                     for k, (Xe, ye, xse, yse) in evals.items():
-                        rows_eval[k].append(evaluate(Xe, ye, xse, yse))
+                        rows_eval[k].append(evaluate(Xe, ye, xse, yse, eval_w.get(k)))
                     if cfg.early_stopping:
                         v = rows_eval["val"][-1]
                         improved = active & (v < best_val - cfg.min_delta)
@@ -546,7 +556,7 @@ def train(
             if X is not None:
                 final["train"] = evaluate(X, y, x_shared, y_shared, weights=full_w)
             for k, (Xe, ye, xse, yse) in evals.items():
-                final[k] = evaluate(Xe, ye, xse, yse)
+                final[k] = evaluate(Xe, ye, xse, yse, eval_w.get(k))
         model.train()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -587,13 +597,20 @@ def train(
         )
 
 
-def _check_n_samples(n_samples, S: int, n: int) -> list[int]:
+def _check_n_samples(n_samples, S: int, n: int, name: str = "n_samples") -> list[int]:
     arr = np.asarray(n_samples.cpu() if isinstance(n_samples, torch.Tensor) else n_samples)
     if arr.shape != (S,) or not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidValue(f"n_samples must be {S} integers (one per replica), got {arr.tolist()}")
+        raise InvalidValue(f"{name} must be {S} integers (one per replica), got {arr.tolist()}")
     if (arr < 1).any() or (arr > n).any():
-        raise InvalidValue(f"n_samples must lie in [1, n = {n}], got {arr.tolist()}")
+        raise InvalidValue(f"{name} must lie in [1, n = {n}], got {arr.tolist()}")
     return [int(v) for v in arr]
+
+
+def _leading_weights(counts: list[int], n: int, device) -> torch.Tensor:
+    """(S, n) weights: 1 / counts[s] on replica s's first counts[s] rows, 0 after them."""
+    c = torch.tensor(counts, device=device, dtype=torch.float32)
+    mask = torch.arange(n, device=device)[None, :] < c[:, None]
+    return mask.float() / c[:, None]
 
 
 __all__ = ["train", "TrainConfig", "History"]

@@ -346,3 +346,27 @@ def test_sample_complexity_figure_handles_unreached_seeds_and_compares_with_the_
         c for c in fig.comparisons if c.quantity.startswith("growth") and "monolithic" in c.quantity
     )
     assert growth.ours == pytest.approx(2.0) and growth.paper == pytest.approx(1.65e4 / 5.0e2)
+
+
+def test_a_validation_split_is_counted_in_n_and_none_trains_the_full_budget():
+    """validation='split' holds out the last fifth of each job's own n samples (second route: the stored val
+    loss is the trained model's error on exactly those rows, recomputed here); 'none' selects nothing."""
+    from modscale.experiments.sine_common import VAL_FRACTION, draw, predict
+
+    setup = Setup("monolithic", m=4, k=2, p=300)
+    n = [10, 50, 400]
+    out = run_stack(setup, [0, 1, 2], n, "smoke", n_pool=400, validation="split")
+    X, y = draw(out.tasks, 400, "train", [0, 1, 2])
+    with torch.no_grad():
+        pred = predict(out.model, X).double()
+    for s, (row, n_s) in enumerate(zip(out.metrics, n, strict=True)):
+        held = round(VAL_FRACTION * n_s)
+        assert (row["n"], row["n_train"]) == (n_s, n_s - held)
+        mine = float((pred[s, n_s - held : n_s] - y[s, n_s - held : n_s].double()).pow(2).mean())
+        assert row["val"] == pytest.approx(mine, rel=1e-9)
+        ours = float((pred[s, : n_s - held] - y[s, : n_s - held].double()).pow(2).mean())
+        assert row["train"] == pytest.approx(ours, rel=1e-9)
+    fixed = run_stack(setup, [0, 1, 2], n, "smoke", n_pool=400, validation="none")
+    assert all(r["steps"] == TRAINING["smoke"].steps and np.isnan(r["val"]) for r in fixed.metrics)
+    with pytest.raises(InvalidValue, match="validation must be one of"):
+        run_stack(setup, [0], [10], "smoke", validation="maybe")

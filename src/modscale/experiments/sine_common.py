@@ -112,6 +112,10 @@ class KernelRule:
     init: str = "spectral"
 
 
+# What early stopping watches (run_stack's ``validation``), and the share of a job's n held out by "split".
+VALIDATION = ("fresh", "split", "none")
+VAL_FRACTION = 0.2
+
 TRAINING = {
     "smoke": Training(steps=150, lr=3e-3, batch_size=64, patience=4, eval_every=25, n_val=128, n_test=512),
     "small": Training(steps=1200, lr=3e-3, batch_size=128, patience=6, eval_every=50, n_val=256, n_test=2000),
@@ -413,6 +417,7 @@ def run_stack(
     projections: torch.Tensor | None = None,
     callback: Callable[[torch.nn.Module, int], None] | None = None,
     ks: Sequence[int] | None = None,
+    validation: str = "fresh",
 ) -> StackResult:
     """Train one stack: job s has seed ``seeds[s]`` and ``n[s]`` training samples; returns metrics per job.
 
@@ -425,6 +430,9 @@ def run_stack(
     which calls it before the first step and at every evaluation (every ``eval_every`` steps), under
     no_grad, to read the weights during training (alignment over training). ks: the task's module count
     per job (monolithic methods only, whose network does not depend on k; default ``setup.k`` for all).
+    validation: what early stopping watches. "fresh": ``n_val`` samples drawn apart from the n (not counted
+    in n); "split": the last :data:`VAL_FRACTION` of each job's own n samples (counted: the network trains on
+    the rest); "none": no early stopping, the weights after the tier's full step budget.
 
     Metrics per job: test, train, val, [ood], n, n_params, width, steps (taken), train_s, kernel_s, wall_s,
     cpu_s, flops_train, flops_kernel, flops; for linear or fixed projections also recovery_init and
@@ -444,6 +452,7 @@ def run_stack(
     if n_pool is not None:
         n_pool = check_int("n_pool", n_pool, low=max(n))
     check_choice("region", region, ("all", "even", "odd"))
+    check_choice("validation", validation, VALIDATION)  # "split" leaves >= 1 row each side as n >= 2
     if ood and setup.k < 2:
         raise InvalidValue("ood needs a task with k >= 2 modules (the split is over combinations)")
     S, E = len(seeds), setup.n_members
@@ -465,7 +474,18 @@ def run_stack(
         X, y = draw(tasks, n_pool, "train", seeds, region=region)  # (S, n_pool, m), (S, n_pool, 1)
         # only the rows some job uses: a full-batch step computes on every row given (masked), not just n_s
         X, y = X[:, : max(n)].contiguous(), y[:, : max(n)].contiguous()
-    X_val, y_val = draw(tasks, t.n_val, "val", seeds, region=region)
+    n_val = [t.n_val] * S
+    n_train = list(n)
+    val_samples = None
+    if validation == "split":  # the last rows of each job's own n: counted in n, never trained on
+        n_val = [min(v - 1, max(1, round(VAL_FRACTION * v))) for v in n]
+        n_train = [v - w for v, w in zip(n, n_val, strict=True)]
+        X_val, y_val = torch.zeros(S, max(n_val), setup.m), torch.zeros(S, max(n_val), 1)
+        for s, (a, b) in enumerate(zip(n_train, n, strict=True)):
+            X_val[s, : b - a], y_val[s, : b - a] = X[s, a:b], y[s, a:b]
+        val_samples = n_val
+    else:
+        X_val, y_val = draw(tasks, t.n_val, "val", seeds, region=region)
     X_test, y_test = draw(tasks, t.n_test, "test", seeds)
     model = setup.build(seeds)
 
@@ -485,15 +505,17 @@ def run_stack(
         return tensor if E == 1 else tensor.repeat_interleave(E, 0)
 
     cfg = TrainConfig(
-        steps=t.steps, lr=t.lr, batch_size=t.batch_size, early_stopping=t.early_stopping,
+        steps=t.steps, lr=t.lr, batch_size=t.batch_size,
+        early_stopping=t.early_stopping and validation != "none",
         patience=t.patience, eval_every=t.eval_every, device=device,
     )  # fmt: skip
     gens = [seed_for(s, "batches", e) for s in seeds for e in range(E)]
-    n_rep = [v for v in n for _ in range(E)]
+    n_rep = [v for v in n_train for _ in range(E)]
+    v_rep = None if val_samples is None else [v for v in val_samples for _ in range(E)]
     t0, c0 = time.perf_counter(), time.process_time()
     hist = train(
         model, (rep(X), rep(y)), cfg, generator=gens, val=(rep(X_val), rep(y_val)), n_samples=n_rep,
-        callback=callback,
+        val_samples=v_rep, callback=callback,
     )  # fmt: skip
     steps_taken = hist.stopped_step.reshape(S, E).sum(1)
     evals = len(hist.steps)
@@ -501,8 +523,14 @@ def run_stack(
 
     test = mse(predict(model, X_test, E), y_test)
     sq = (predict(model, X[:, : max(n)], E).double() - y[:, : max(n)].double()).pow(2)[..., 0]  # (S, n_max)
-    train_loss = np.array([float(sq[s, : n[s]].mean()) for s in range(S)])
-    val = mse(predict(model, X_val, E), y_val)
+    train_loss = np.array([float(sq[s, : n_train[s]].mean()) for s in range(S)])  # the rows it trained on
+    if validation == "split":  # each job's own held-out rows
+        sq_val = (predict(model, X_val, E).double() - y_val.double()).pow(2)[..., 0]  # (S, max n_val)
+        val = np.array([float(sq_val[s, : n_val[s]].mean()) for s in range(S)])
+    elif validation == "none":
+        val = np.full(S, np.nan)  # nothing was selected on validation data
+    else:
+        val = mse(predict(model, X_val, E), y_val)
     ood_loss = None
     if ood:
         X_ood, y_ood = draw(tasks, t.n_test, "ood", seeds)
@@ -512,14 +540,16 @@ def run_stack(
     f = setup.flops_per_sample()  # all members of an ensemble together
     metrics = []
     for s in range(S):
-        B = min(t.batch_size, n[s])
-        evaluated = t.n_val * evals + n[s] + t.n_val + t.n_test * (2 if ood else 1)
+        B = min(t.batch_size, n_train[s])
+        watched = 0 if validation == "none" else n_val[s]
+        evaluated = watched * (evals + 1) + n[s] + t.n_test * (2 if ood else 1)
         flops_train = 3 * (f / E) * B * float(steps_taken[s]) + f * evaluated
         row = {
             "test": float(test[s]),
             "train": float(train_loss[s]),
             "val": float(val[s]),
             "n": n[s],
+            "n_train": n_train[s],
             "n_params": setup.n_params(),
             "width": setup.width(),
             "steps": int(steps_taken[s]) // E,
@@ -590,6 +620,8 @@ __all__ = [
     "stack_key_all_but_n",
     "probe",
     "PROBE_REFERENCE_S",
+    "VALIDATION",
+    "VAL_FRACTION",
     "seed_for",
     "Setup",
     "make_task",

@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -249,7 +250,9 @@ class ModularNet(Replicated):
         h = h + c0.unsqueeze(-2)  # (S, K, n, w)
         S, K, n = h.shape[:3]
         h = h.reshape(S * K, n, -1)
-        for W, c in zip(self.weights[1:], self.biases[1:], strict=True):
+        # islice, not weights[1:]: a sliced ParameterList holds the registered tensors themselves, which
+        # torch.func.functional_call (modscale.training.linearized) could not swap for its own
+        for W, c in itertools.islice(zip(self.weights, self.biases, strict=True), 1, None):
             # ReLU in place, then c + h W as one GEMM call (as in MLP.forward)
             h = torch.baddbmm(c.reshape(S * K, 1, -1), h.relu_(), W.reshape(S * K, *W.shape[2:]))
         out = h.view(S, K, n, -1).sum(1) / math.sqrt(self.n_modules)  # (S, n, out_dim)

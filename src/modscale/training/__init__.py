@@ -5,6 +5,7 @@
 """
 
 from modscale.training.adam import StackedAdam
+from modscale.training.linearized import REGIMES, features, fit_min_norm
 from modscale.training.trainer import History, TrainConfig, train
 
-__all__ = ["train", "TrainConfig", "History", "StackedAdam"]
+__all__ = ["train", "TrainConfig", "History", "StackedAdam", "features", "fit_min_norm", "REGIMES"]

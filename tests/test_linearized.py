@@ -21,10 +21,12 @@ def test_min_norm_fit_equals_lstsq_on_both_sides_of_the_threshold():
     """Second route: numpy's lstsq (SVD, the minimum-norm solution) for every size, below, at and above P."""
     Phi, y, Phi_test = _problem()
     sizes = [5, 20, 25, 40, 60]
-    out = fit_min_norm(Phi, y, sizes, Phi_test)
+    out, residual = fit_min_norm(Phi, y, sizes, Phi_test, train=True)
     for s in range(2):
         for i, n in enumerate(sizes):
             theta = np.linalg.lstsq(Phi[s, :n].numpy(), y[s, :n].numpy(), rcond=None)[0]
+            own = np.mean((Phi[s, :n].numpy() @ theta - y[s, :n].numpy()) ** 2)
+            assert residual[s, i] == pytest.approx(own, abs=1e-9)  # 0 where n <= P: it interpolates
             # at n = P the system is as ill-conditioned as it gets: there the relative ridge shows at 1e-6
             rtol = 1e-5 if n == 25 else 1e-7
             np.testing.assert_allclose(out[s, i].numpy(), Phi_test[s].numpy() @ theta, rtol=rtol, atol=1e-8)

@@ -3,6 +3,7 @@ answer is known by construction, and by hand for the numbers it prints."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from modscale.plots.report import report_html, summary_text
@@ -50,25 +51,63 @@ def test_cifar_ordering_yes_partly_no_and_the_printed_means():
     assert [v for v in verdicts(flipped) if v.claim.startswith("CIFAR")][0].agrees == PARTLY
 
 
-def test_sample_complexity_uses_geometric_means_of_reached_seeds():
-    def rec(method, m, seed, n_star, reached=True):
-        config = {"method": method, "m": m, "eps": 0.5}
-        metrics = {"n_star": n_star, "reached": reached}
-        return make_record("sine_sample_complexity", config, seed, metrics, wall_s=1.0, device="cpu")
+def _sc(method, m, seed, n_star, censored="none", regime="rich", eps=0.5):
+    config = {"method": method, "m": m, "eps": eps, "regime": regime, "n_max": 4096}
+    metrics = {"n_star": n_star, "censored": censored, "reached": censored != "above"}
+    return make_record("sine_sample_complexity", config, seed, metrics, wall_s=1.0, device="cpu")
 
+
+def test_sample_complexity_orderings_keep_bounds_as_bounds():
     records = []
     for m in (3, 9):
         grow = 1 if m == 3 else 10
-        records += [rec("monolithic", m, s, v * grow) for s, v in enumerate((100, 400))]
-        records += [rec("modular-random", m, s, v * grow) for s, v in enumerate((200, 800))]
-        records += [rec("modular-kernel", m, 0, 50), rec("modular-kernel", m, 1, 1e6, reached=False)]
+        records += [_sc("monolithic", m, s, v * grow) for s, v in enumerate((100, 400, 200))]
+        records += [_sc("modular-random", m, s, v * grow) for s, v in enumerate((200, 800, 400))]
+    # the kernel network: a value at m = 3; at m = 9 two of three seeds beyond the grid (bounds)
+    records += [_sc("modular-kernel", 3, s, v) for s, v in enumerate((50, 60, 70))]
+    records += [_sc("modular-kernel", 9, 0, 80), _sc("modular-kernel", 9, 1, 4096, "above")]
+    records += [_sc("modular-kernel", 9, 2, 4096, "above")]
     out = [v for v in verdicts(records) if v.experiment == "sine_sample_complexity"]
-    fewer_than_mono, fewer_than_random, random_worse, growth = out
-    # geometric mean of 100 and 400 is 200; the kernel's unreached seed is left out and said so
-    assert "monolithic: 200, 2e+03" in fewer_than_mono.ours and "50 (1/2 reached)" in fewer_than_mono.ours
-    assert fewer_than_mono.agrees == YES and fewer_than_random.agrees == YES and random_worse.agrees == YES
-    assert growth.agrees == YES and "kernel 1, monolithic 10" in growth.ours
-    assert "modular-random: 400, 4e+03" in fewer_than_random.ours
+    fewer_than_mono, fewer_than_random, random_worse, growth = out[:4]
+    # m = 3: 60 < 200 settles it; m = 9: the kernel's median is only known to exceed 4096, the monolith's is
+    # 2000: the kernel needs more (a bound that settles the ordering the other way)
+    assert (
+        "eps 0.5 m 3: 60 vs 200" in fewer_than_mono.ours and "m 9: >4.1e+03 vs 2e+03" in fewer_than_mono.ours
+    )
+    assert fewer_than_mono.agrees == PARTLY and "fewer in 1 of 2 (eps, m) cells" in fewer_than_mono.ours
+    assert random_worse.agrees == YES  # medians 400 and 4000 against 200 and 2000
+    # the kernel's fit: 2 of its 6 points are bounds (above 4096 at m = 9), so values carry it: it grows more
+    assert growth.agrees == NO and "eps 0.5: x" in growth.ours
+
+
+def test_the_scaling_law_rows_decide_by_the_fits():
+    rng = np.random.default_rng(0)
+    records = []
+    for m in range(2, 10):
+        for s in range(4):
+            noise = float(np.exp(0.1 * rng.standard_normal()))
+            records.append(_sc("monolithic", m, s, 10 * 1.6**m * noise))  # exponential, x1.6 per unit m
+            records.append(_sc("modular-oracle", m, s, 40 * noise))  # flat
+            records.append(_sc("monolithic", m, s, 10 * m**2.0 * noise, regime="lazy"))  # a power law
+            records.append(_sc("modular-oracle", m, s, 10 * 1.3**m * noise, regime="lazy"))  # grows
+    rows = {v.claim: v for v in verdicts(records) if v.claim.startswith("networks")}
+    assert (
+        rows["networks (rich): samples needed grow exponentially in m for a monolith (claim 1)"].agrees == YES
+    )
+    assert (
+        rows["networks (rich): ... but not for a modular network on its projections (claim 2)"].agrees == YES
+    )
+    lazy = rows["networks (lazy): samples needed grow exponentially in m for a monolith (claim 1)"]
+    assert lazy.agrees == PARTLY and "power law better" in lazy.ours and "grows in 1 of 1" in lazy.ours
+    assert (
+        rows["networks (lazy): ... but not for a modular network on its projections (claim 2)"].agrees == NO
+    )
+    assert (
+        rows[
+            "networks (random-features): samples needed grow exponentially in m for a monolith (claim 1)"
+        ].agrees
+        == NOT_RUN
+    )
 
 
 def test_flat_in_k_is_a_spread_below_ten_percent():

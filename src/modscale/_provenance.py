@@ -37,10 +37,14 @@ def _git(*args: str, cwd: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-@functools.cache
 def code_version(package: Path = PACKAGE) -> str:
     """The commit (or source hash) of the code running now, as described in the module docstring; computed
-    once per process."""
+    once per process (and package folder)."""
+    return _code_version(Path(package).resolve())
+
+
+@functools.cache
+def _code_version(package: Path) -> str:
     commit = _git("rev-parse", "HEAD", cwd=package)
     # the package's files must be tracked there: an installed copy inside some other checkout (a virtual
     # environment in a project folder) is not that checkout's code

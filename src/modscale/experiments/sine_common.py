@@ -66,7 +66,8 @@ from modscale.experiments._seeds import mix_seed
 from modscale.experiments.experiment import Param
 from modscale.models import MLP, ModularNet
 from modscale.tasks import SineTask
-from modscale.training import History, TrainConfig, train
+from modscale.training import REGIMES as _CLOSED_FORM
+from modscale.training import History, TrainConfig, features, fit_min_norm, train
 
 METHODS = ("monolithic", "modular-random", "modular-kernel", "modular-none", "ensemble", "modular-oracle")
 MODULAR = ("modular-random", "modular-kernel", "modular-none", "modular-oracle")
@@ -111,6 +112,10 @@ class KernelRule:
     kernel: str = "rbf"
     init: str = "spectral"
 
+
+# How a network is trained: Adam (the feature-learning "rich" regime), or to convergence in closed form with
+# only its readout (random features) or linearised around its initialisation (lazy): training.linearized.
+REGIMES = ("rich", *_CLOSED_FORM)
 
 # What early stopping watches (run_stack's ``validation``), and the share of a job's n held out by "split".
 VALIDATION = ("fresh", "split", "none")
@@ -209,9 +214,15 @@ class Setup:
     noise: float = 0.0
     members: int | None = None
     projection: str | None = None
+    regime: str = "rich"
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
+        check_choice("regime", self.regime, REGIMES)
+        if self.regime != "rich" and self.method in ("ensemble", "modular-none"):
+            raise InvalidValue(
+                f"regime {self.regime!r} is defined for one network per job, not {self.method!r}"
+            )
         check_int("m", self.m, low=1)
         check_int("k", self.k, low=1)
         check_int("b", self.b, low=1, high=self.m)
@@ -244,8 +255,17 @@ class Setup:
     def module_projection(self) -> str | None:
         return None if self.method not in MODULAR else (self.projection or _PROJECTION[self.method])
 
+    @property
+    def net_depth(self) -> int:
+        """Hidden layers of the network built: one for random features (the frozen layer), else ``depth``."""
+        return 1 if self.regime == "random-features" else self.depth
+
     def width(self) -> int:
-        """The width (of the MLP, of every module, or of every ensemble member) that matches p."""
+        """The width (of the MLP, of every module, or of every ensemble member) that matches p; for random
+        features, the width whose readout has p parameters (p features: the theory's p)."""
+        if self.regime == "random-features":
+            per = self.p if self.method == "monolithic" else self.p / self.n_modules
+            return max(1, round(per) - 1)  # the readout: w weights and a bias (per module)
         if self.method in ("monolithic", "ensemble"):
             return MLP.width_for(max(1, round(self.p / self.n_members)), self.m, self.depth)
         return ModularNet.width_for(
@@ -253,8 +273,11 @@ class Setup:
         )
 
     def n_params(self) -> int:
-        """Trainable parameters of one network (all members of an ensemble together), closed form."""
+        """Trainable parameters of one network (all members of an ensemble together), closed form; for random
+        features, the readout's."""
         w = self.width()
+        if self.regime == "random-features":
+            return (w + 1) * (1 if self.method == "monolithic" else self.n_modules)
         if self.method in ("monolithic", "ensemble"):
             return self.n_members * MLP.count_parameters(self.m, w, self.depth)
         return ModularNet.count_parameters(
@@ -266,16 +289,20 @@ class Setup:
         w = self.width()
         if self.method in ("monolithic", "ensemble"):
             gens = [seed_for(s, "init", e) for s in seeds for e in range(self.n_members)]
-            return MLP(self.m, w, self.depth, n_replicas=len(gens), generator=gens)
+            return MLP(self.m, w, self.net_depth, n_replicas=len(gens), generator=gens)
         gens = [seed_for(s, "init") for s in seeds]
         return ModularNet(
-            self.m, self.n_modules, self.b, w, self.depth, self.module_projection,
+            self.m, self.n_modules, self.b, w, self.net_depth, self.module_projection,
             n_replicas=len(gens), generator=gens,
         )  # fmt: skip
 
     def flops_per_sample(self) -> float:
-        """Forward FLOPs per sample of one network: 2 per trainable weight (+ 2 K b m for a fixed U)."""
+        """Forward FLOPs per sample of one network: 2 per trainable weight (+ 2 K b m for a fixed U; + the
+        frozen layer for random features)."""
         fixed = 2 * self.n_modules * self.b * self.m if self.module_projection == "fixed" else 0
+        if self.regime == "random-features":
+            fan_in = self.m if self.method == "monolithic" else self.b
+            fixed += 2 * (fan_in + 1) * self.n_params()  # the frozen layer: about fan_in + 1 per feature
         return 2.0 * self.n_params() + fixed
 
 
@@ -569,6 +596,106 @@ def run_stack(
     return StackResult(metrics, model, tasks, U0, hist)
 
 
+def fit_stack(
+    setup: Setup,
+    seeds: Sequence[int],
+    n: Sequence[int],
+    tier: str = "small",
+    *,
+    rule: KernelRule | None = None,
+    n_pool: int | None = None,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
+    """:func:`run_stack` for the closed-form regimes (``setup.regime`` "random-features" or "lazy"): job s
+    (seed ``seeds[s]``, ``n[s]`` samples) is the network of that seed, initialised as the rich regime's,
+    trained to convergence by the minimum-norm least-squares fit (:mod:`modscale.training.linearized`).
+
+    Training sets are the first n of one pool of ``n_pool`` samples (default: the largest n), as in
+    run_stack with ``n_pool``: a seed's features are computed once and every n of it is a leading block.
+    modular-kernel's projections depend on n (the rule sees the job's n samples), so its jobs are one
+    network each. Nothing is selected on validation data: every one of the n samples is fitted.
+
+    Metrics per job: test, train, n, n_train, n_params (the fitted parameters: p), width, steps (0),
+    features_s, fit_s, kernel_s, wall_s, cpu_s, flops_fit (Gram products and solves), flops_kernel, flops;
+    recovery_init and recovery for linear projections (equal: nothing moves U).
+    """
+    check_choice("tier", tier, tuple(TRAINING))
+    if setup.regime == "rich":
+        raise InvalidValue("fit_stack solves the closed-form regimes; train the rich one with run_stack")
+    t, rule = TRAINING[tier], rule or KERNEL_RULE[tier]
+    seeds = [check_int("seed", s, low=0) for s in seeds]
+    n = [check_int("n", v, low=2) for v in n]
+    if len(seeds) != len(n) or not seeds:
+        raise InvalidValue(f"seeds and n must have one entry per job, got {len(seeds)} and {len(n)}")
+    n_pool = max(n) if n_pool is None else check_int("n_pool", n_pool, low=max(n))
+    per_n = setup.method == "modular-kernel"
+    # one network per seed, or per job where the projections depend on n
+    groups: dict[tuple, list[int]] = {}
+    for j, (seed, n_j) in enumerate(zip(seeds, n, strict=True)):
+        groups.setdefault((seed, n_j) if per_n else (seed,), []).append(j)
+    keys = list(groups)
+    net_seeds = [key[0] for key in keys]
+    tasks = [task_of(setup, s) for s in net_seeds]
+    X, y = draw(tasks, n_pool, "train", net_seeds)  # the rich regime's pool: the same samples per seed
+    X_test, y_test = draw(tasks, t.n_test, "test", net_seeds)
+    tops = [max(n[j] for j in groups[key]) for key in keys]
+    X, y = X[:, : max(tops)].contiguous(), y[:, : max(tops)].contiguous()
+    model = setup.build(net_seeds)
+    costs = [{"kernel_s": 0.0, "kernel_cpu_s": 0.0, "flops_kernel": 0.0} for _ in keys]
+    if setup.method == "modular-kernel":
+        U, costs = kernel_stage(X, y, tops, net_seeds, setup, rule, device)
+        model.set_projections(U)
+    elif setup.method == "modular-oracle":
+        model.set_projections(torch.stack([task.projections for task in tasks]))
+    U0 = model.projections.clone() if setup.module_projection in ("linear", "fixed") else None
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    Phi, f0 = features(model, X, setup.regime)  # (G, N, P), (G, N): G networks
+    Phi_test, f0_test = features(model, X_test, setup.regime)
+    features_s = time.perf_counter() - t0
+    P = Phi.shape[-1]
+    recovery = _recovery(model, U0, tasks) if U0 is not None else None
+    rows: dict[int, dict[str, Any]] = {}
+    for g, key in enumerate(keys):
+        sizes = sorted({n[j] for j in groups[key]})
+        t1 = time.perf_counter()
+        pred, residual = fit_min_norm(
+            Phi[g : g + 1, : tops[g]], (y[g : g + 1, : tops[g], 0].double() - f0[g : g + 1, : tops[g]]),
+            sizes, Phi_test[g : g + 1], train=True,
+        )  # fmt: skip
+        fit_s = time.perf_counter() - t1
+        pred = pred[0] + f0_test[g]  # (sizes, T)
+        test = (pred - y_test[g, :, 0].double()).pow(2).mean(1)
+        small = [v for v in sizes if v <= P]
+        big = max([v for v in sizes if v > P], default=0)
+        flops = 2.0 * (max(small, default=0) ** 2) * P + 2.0 * big * P * P  # the Gram matrices
+        flops += sum(min(v, P) ** 3 / 3 for v in sizes)  # their Cholesky factorisations
+        for i, v in enumerate(sizes):
+            row = {
+                "test": float(test[i]),
+                "train": float(residual[0, i]),
+                "n": v,
+                "n_train": v,
+                "n_params": setup.n_params(),
+                "width": setup.width(),
+                "steps": 0,
+                "features_s": features_s / len(keys),
+                "fit_s": fit_s / len(sizes),
+                "kernel_s": costs[g]["kernel_s"],
+                "wall_s": (features_s / len(keys) + fit_s) / len(sizes) + costs[g]["kernel_s"],
+                "cpu_s": (time.process_time() - c0) / len(n) + costs[g]["kernel_cpu_s"],
+                "flops_fit": flops / len(sizes),
+                "flops_kernel": costs[g]["flops_kernel"],
+                "flops": flops / len(sizes) + costs[g]["flops_kernel"],
+            }
+            if recovery is not None:
+                row["recovery_init"], row["recovery"] = recovery[g]
+            for j in groups[key]:
+                if n[j] == v:
+                    rows[j] = dict(row)
+    return [rows[j] for j in range(len(n))]
+
+
 # The probe's training time on the machine the sine experiments' cost constants were measured on: a 2-core AMD
 # EPYC (CPU family 25, model 17), one thread, nothing else running, 2026-12-04 (min of two after a warm-up:
 # 0.181-0.188 s). The constants are seconds per run with two workers side by side, as `make run` runs them.
@@ -622,6 +749,8 @@ __all__ = [
     "PROBE_REFERENCE_S",
     "VALIDATION",
     "VAL_FRACTION",
+    "REGIMES",
+    "fit_stack",
     "seed_for",
     "Setup",
     "make_task",

@@ -1,14 +1,13 @@
-"""Samples needed vs m on the sine task, per method (the paper's compare_method1_sample_complexity figure).
+"""Samples needed vs m on the sine task, per training regime, threshold and method (the paper's
+compare_method1_sample_complexity figure, and which law n*(m) follows).
 
-Records: ``sine_sample_complexity`` (metrics ``n_star``, ``flops``; config ``method``, ``m``, ``eps``). Left:
-n* vs m, geometric mean over seeds with a multiplicative +-1 SD band (n* spreads over orders of magnitude);
-the paper's means for its three methods are overlaid as open markers of the same colour. Its threshold is
-1.5 on its own loss scale, ours eps of the target variance, so levels differ: compare the ordering of the
-methods and their growth with m. Right (equal compute): the FLOPs of the training that first reaches eps
-(at n*, the kernel stage included), the compute each method needs for the same test loss.
-
-A seed that never reaches eps on the grid has n* = inf: it is counted in the caption, and a point where any
-seed failed is left out (a gap), never averaged as a finite number.
+Records: ``sine_sample_complexity`` (metrics ``n_star``, ``censored``; config ``regime``, ``method``, ``m``,
+``eps``). One panel per (regime, eps): every seed's n* as a marker (filled: a value; open with an arrow: a
+bound, n* above the largest n or below the smallest n of its curve), the median over seeds as a line (dashed
+where the median itself is only a bound: :func:`~modscale.plots.scaling.censored_median`), and the
+exponential fit log n* = a + g m with bounds as bounds (:func:`~modscale.plots.scaling.fit_law`) as a thin
+dotted line where values, not bounds, carry it. The paper's means (its threshold 1.5 on its own loss scale)
+are overlaid in the rich regime's panels as open squares: compare ordering and growth, not levels.
 """
 
 from __future__ import annotations
@@ -20,12 +19,13 @@ import numpy as np
 
 from modscale import paper
 from modscale.plots.figure import Comparison, FigureOutput, figure, new_figure, overlay_paper, seeds_phrase
-from modscale.plots.stats import Curve, curves, draw
+from modscale.plots.scaling import Point, censored_median, fit_law, which_law
 from modscale.results import Record
 
 EXPERIMENT = "sine_sample_complexity"
 PAPER_FIGURE = "compare_method1_sample_complexity1.5"
 ORDER = ("monolithic", "modular-random", "modular-kernel", "modular-none", "ensemble", "modular-oracle")
+REGIME_ORDER = ("rich", "random-features", "lazy")
 COLORS = {
     "monolithic": "C0",
     "modular-random": "C1",
@@ -34,115 +34,153 @@ COLORS = {
     "ensemble": "C5",
     "modular-oracle": "0.45",
 }
-STYLES = ("-", "--", ":", "-.")  # one per threshold eps, largest first
 LABELS = {"modular-none": "modular-none (MoE-like)", "modular-oracle": "modular-oracle (true U)"}
 
 
-def _growth(c: Curve) -> tuple[float, float, float] | None:
-    """(first m, last m, n*(last) / n*(first)) over the finite points of a curve."""
-    ok = np.isfinite(c.mean) & (c.mean > 0)
-    if ok.sum() < 2:
-        return None
-    xs, ys = c.x[ok], c.mean[ok]
-    return float(xs[0]), float(xs[-1]), float(ys[-1] / ys[0])
+def points(rows: Sequence[Record]) -> dict[tuple, list[Point]]:
+    """n* as :class:`~modscale.plots.scaling.Point` per (regime, method, eps); records stored before n* had
+    a censoring flag count an infinite n* as a bound above their grid's top."""
+    out: dict[tuple, list[Point]] = {}
+    for r in rows:
+        c, mt = r.config, r.metrics
+        n_star, censored = float(mt.get("n_star", math.nan)), mt.get("censored")
+        if censored is None:  # an old record: inf meant "never reached"
+            censored = "above" if not math.isfinite(n_star) else "none"
+            if censored == "above":
+                n_star = float(c.get("n_max", math.nan))
+        if not math.isfinite(n_star) or n_star <= 0:
+            continue
+        key = (c.get("regime", "rich"), c["method"], float(c["eps"]))
+        out.setdefault(key, []).append(Point(float(c["m"]), n_star, censored, r.seed))
+    return out
+
+
+def _draw_points(ax, pts: list[Point], color: str, dx: float) -> None:
+    for p in pts:
+        x = p.m + dx
+        if p.censored == "none":
+            ax.plot(x, p.n_star, "o", color=color, ms=3.5, alpha=0.75)
+        else:
+            up = p.censored == "above"
+            ax.plot(x, p.n_star, "^" if up else "v", color=color, ms=5, markerfacecolor="none", alpha=0.9)
+            ax.annotate(
+                "", xy=(x, p.n_star * (1.9 if up else 1 / 1.9)), xytext=(x, p.n_star),
+                arrowprops=dict(arrowstyle="->", color=color, lw=0.8),
+            )  # fmt: skip
 
 
 @figure(
     "sine_sample_complexity",
     experiments=(EXPERIMENT,),
-    title="Samples needed vs m, sine task (networks)",
+    title="Samples needed vs m, sine task (networks, per training regime)",
     paper="compare_method1_sample_complexity1.5_edited.png",
 )
 def sine_sample_complexity(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
     rows = list(records[EXPERIMENT])
-    fig, (ax, ax_c) = new_figure(1, 2, width=5.6, height=5.2)
-    by = ("method", "eps")
-    n_star = curves(rows, "m", "n_star", by=by, log=True)
-    flops = curves(rows, "m", "flops", by=by, log=True, where=lambda r: bool(r.metrics.get("reached")))
-    methods = [m for m in ORDER if any(key[0] == m for key in n_star)]
-    all_eps = sorted({key[1] for key in n_star}, reverse=True)
+    pts = points(rows)
+    regimes = [g for g in REGIME_ORDER if any(key[0] == g for key in pts)]
+    all_eps = sorted({key[2] for key in pts}, reverse=True)
+    fig, axes = new_figure(len(regimes), len(all_eps), width=3.3, height=3.0)
+    methods = [m for m in ORDER if any(key[1] == m for key in pts)]
     seeds: list[int] = []
-    for (method, eps), c in sorted(n_star.items(), key=lambda kv: (ORDER.index(kv[0][0]), -kv[0][1])):
-        label = f"{LABELS.get(method, method)}" + (f", eps={eps:g}" if len(all_eps) > 1 else "")
-        style = STYLES[all_eps.index(eps) % len(STYLES)]
-        draw(ax, c, color=COLORS[method], linestyle=style, label=label)
-        ax.plot(c.x, c.mean, "o", color=COLORS[method], ms=3.5)
-        seeds.extend(c.n_seeds.tolist())
-        fc = flops.get((method, eps))
-        if fc is not None:
-            draw(ax_c, fc, color=COLORS[method], linestyle=style, label=label)
-            ax_c.plot(fc.x, fc.mean, "o", color=COLORS[method], ms=3.5)
-    for s in paper.series(PAPER_FIGURE, "samples needed vs m"):
-        if s.label in methods:
-            overlay_paper(ax, s, COLORS[s.label], marker="s", label=f"paper, {s.label} (threshold 1.5)")
-    for a in (ax, ax_c):
-        a.set_yscale("log")
-        a.set_xlabel("input dimension m")
-    ax.set_ylabel("samples needed n* (test loss <= eps)")
-    ax_c.set_ylabel("FLOPs of the training that reaches eps")
-    ax.set_title("samples needed")
-    ax_c.set_title("equal-compute view: compute to reach eps")
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=7)
-
-    failed = {}
-    for r in rows:
-        if not r.metrics.get("reached", math.isfinite(float(r.metrics.get("n_star", math.inf)))):
-            failed[r.config["method"]] = failed.get(r.config["method"], 0) + 1
-    eps_values = sorted({r.config.get("eps") for r in rows})
+    for i, regime in enumerate(regimes):
+        for j, eps in enumerate(all_eps):
+            ax = axes[i * len(all_eps) + j]
+            for k, method in enumerate(methods):
+                ps = pts.get((regime, method, eps))
+                if not ps:
+                    continue
+                color = COLORS[method]
+                dx = (k - (len(methods) - 1) / 2) * 0.08
+                _draw_points(ax, ps, color, dx)
+                ms = sorted({p.m for p in ps})
+                med = [censored_median([p for p in ps if p.m == m]) for m in ms]
+                ax.plot([], [], "-", color=color, lw=1.6, label=LABELS.get(method, method))
+                if len(ms) == 1:
+                    ax.plot(ms, [med[0].value], "_", color=color, ms=10)
+                for a, b, ma, mb in zip(ms[:-1], ms[1:], med[:-1], med[1:], strict=True):
+                    bound = ma.kind != "value" or mb.kind != "value"  # a segment that ends on a bound
+                    ax.plot([a, b], [ma.value, mb.value], "--" if bound else "-", color=color, lw=1.6)
+                seeds.extend(len({p.seed for p in ps if p.m == m}) for m in ms)
+                if len(ms) >= 2:
+                    fit = fit_law(ps, "exp", bootstrap=0)
+                    if fit.determined:
+                        xs = np.linspace(ms[0], ms[-1], 20)
+                        ax.plot(xs, np.exp(fit.intercept + fit.slope * xs), ":", color=color, lw=1.0)
+            if regime == "rich":
+                for series in paper.series(PAPER_FIGURE, "samples needed vs m"):
+                    if series.label in methods:
+                        overlay_paper(
+                            ax, series, COLORS[series.label], marker="s", label=f"paper, {series.label}"
+                        )
+            ax.set_yscale("log")
+            ax.set_title(f"{regime}, eps = {eps:g}", fontsize=9)
+            if i == len(regimes) - 1:
+                ax.set_xlabel("input dimension m")
+            if j == 0:
+                ax.set_ylabel("samples needed n*")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5), fontsize=7)
+    comparisons = _comparisons(pts)
     grids = sorted({(r.config.get("n_min"), r.config.get("n_max")) for r in rows})
     ks = sorted({(r.config.get("k"), r.config.get("p")) for r in rows})
+    eps_text = ", ".join(f"{e:g}" for e in all_eps)
+    k_text = ", ".join(sorted({str(k) for k, _ in ks}))
+    p_text = ", ".join(sorted({str(p) for _, p in ks}))
     caption = (
-        f"Samples needed n* to reach test loss <= eps = {', '.join(f'{e:g}' for e in eps_values)} of Var y "
-        f"(bisection on a log grid of n from {grids[0][0]} to {grids[-1][1]}), vs m; tasks with k = "
-        f"{', '.join(str(k) for k, _ in ks)} modules, every method with p = "
-        f"{', '.join(str(p) for _, p in ks)} trainable parameters. Geometric mean over "
-        f"{seeds_phrase(seeds)} (band: x/ exp(SD of ln n*)). Open squares: the paper's means at ITS "
-        f"threshold 1.5 on {paper.OWN_SCALE}. Right: FLOPs (analytic) of the training at n*, kernel stage "
-        "included, over the seeds that reached eps."
+        f"Samples needed n* to reach test loss <= eps of Var y (eps = {eps_text}; "
+        f"the paper's threshold is 1.5 on {paper.OWN_SCALE}), read off one learning curve per seed (n on a "
+        f"log grid from {min(g[0] for g in grids)} to {max(g[1] for g in grids)}; validation data counted in "
+        "n), interpolated between the trainings that bracket the crossing. Tasks with k = "
+        f"{k_text} modules, p = {p_text} "
+        f"trained parameters (random features: p features). Markers: seeds ({seeds_phrase(seeds)}); open "
+        "triangles with arrows: bounds (n* beyond the grid); line: median over seeds (dashed where it "
+        "is only a bound); dotted: the exponential fit with bounds as bounds, where at most half the points "
+        "are bounds. Open squares (rich): the paper's means at its own threshold."
     )
-    if failed:
-        caption += (
-            " Runs that never reached eps (n* = inf; a point with any such seed is not drawn): "
-            + ", ".join(f"{m} {c}" for m, c in failed.items())
-        )
-        caption += "."
-    return FigureOutput("sine_sample_complexity", fig, caption, _comparisons(n_star))
+    return FigureOutput("sine_sample_complexity", fig, caption, comparisons)
 
 
-def _comparisons(n_star: dict[tuple, Curve]) -> list[Comparison]:
+def _comparisons(pts: dict[tuple, list[Point]]) -> list[Comparison]:
     out: list[Comparison] = []
-    for (method, eps), c in sorted(n_star.items(), key=lambda kv: (ORDER.index(kv[0][0]), -kv[0][1])):
-        published = paper.series(PAPER_FIGURE, "samples needed vs m", method)
+    order = sorted(pts, key=lambda k: (REGIME_ORDER.index(k[0]), ORDER.index(k[1]), -k[2]))
+    for regime, method, eps in order:
+        ps = pts[(regime, method, eps)]
+        published = paper.series(PAPER_FIGURE, "samples needed vs m", method) if regime == "rich" else []
         s = published[0] if published else None
-        for i, xv in enumerate(c.x):
-            theirs = s.at(float(xv)) if s is not None else None
+        for m in sorted({p.m for p in ps}):
+            cell = [p for p in ps if p.m == m]
+            med = censored_median(cell)
+            bounds = sum(p.censored != "none" for p in cell)
+            note = {"value": "", "above": "median only known to exceed this", "below": "median at most this"}
+            theirs = s.at(m) if s is not None else None
+            said = [
+                note[med.kind],
+                f"{bounds} of {len(cell)} seeds are bounds" if bounds else "",
+                "paper at threshold 1.5 on its own scale" if theirs is not None else "",
+            ]
             out.append(
                 Comparison(
-                    f"n*, {method} (eps={eps:g}; geometric mean, spread = SD of ln n*)",
-                    f"m={xv:g}",
-                    float(c.mean[i]) if np.isfinite(c.mean[i]) else None,
-                    float(c.sd[i]),
-                    int(c.n_seeds[i]),
+                    f"n*, {regime}, {method} (eps={eps:g}; median over seeds)",
+                    f"m={m:g}",
+                    med.value,
+                    None,
+                    len(cell),
                     theirs,
-                    "paper at threshold 1.5 on its own scale" if theirs is not None else "",
+                    "; ".join(x for x in said if x),
                 )
             )
-        g = _growth(c)
-        if g is not None:
-            lo, hi, ratio = g
-            theirs = None
-            if s is not None and s.at(lo) is not None and s.at(hi) is not None:
-                theirs = s.at(hi) / s.at(lo)
+        if len({p.m for p in ps}) >= 2:
+            exp_fit, _, said = which_law(ps, bootstrap=100)
             out.append(
                 Comparison(
-                    f"growth n*(m={hi:g}) / n*(m={lo:g}), {method}",
+                    f"growth of n* per unit m, {regime}, {method} (exponential fit, bounds as bounds)",
                     f"eps={eps:g}",
-                    ratio,
+                    exp_fit.growth if exp_fit.determined else None,
                     None,
-                    int(c.n_seeds.min()),
-                    theirs,
-                    "shape comparison",
+                    len({p.seed for p in ps}),
+                    None,
+                    said,
                 )
             )
     return out

@@ -1,11 +1,12 @@
 """The paper's claims (PAPER.md), what the stored runs show, and whether the two agree: computed, not typed.
 
 Each check reads one experiment's records, averages each seed's number per config (mean +- SD over seeds;
-sample complexities as geometric means over the seeds that reached the threshold) and states the outcome as
-one sentence with its numbers and seed count. The verdict is ``yes`` (the claim holds at every point the
-runs cover), ``partly`` (at some), ``no`` (at none) or ``not run`` (no records of that experiment). The
-rules are fixed here, before any result is looked at, and are deliberately plain: orderings of means, and
-for "flat" a spread below 10% of the mean. A mean difference smaller than one SD is still counted as an
+sample complexities as medians over seeds in which a bound stays a bound, :mod:`modscale.plots.scaling`)
+and states the outcome as one sentence with its numbers and seed count. The verdict is ``yes`` (the claim
+holds at every point the runs cover), ``partly`` (at some), ``no`` (at none) or ``not run`` (no records of
+that experiment, or none that settle it). The rules are fixed here, before any result is looked at, and are
+deliberately plain: orderings of means, and for "flat" a spread below 10% of the mean (for the growth of
+n* per unit m, an interval within 1 -+ 10%). A mean difference smaller than one SD is still counted as an
 ordering, so each sentence gives the SDs for the reader to weigh.
 
 :func:`verdicts` is what the report (:mod:`modscale.plots.report`) and ``summary.txt`` open with.
@@ -56,20 +57,6 @@ def _stat(records: Sequence[Record], key: Callable[[Record], object], metric: st
     for k, seeds in per.items():
         vals = np.array([np.mean(v) for v in seeds.values()])
         out[k] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(vals))
-    return out
-
-
-def _geo_n_star(records: Sequence[Record], key: Callable[[Record], object]):
-    """{key: (geometric mean n*, reached seeds, seeds)} over seeds that reached the threshold."""
-    per: dict[object, list[float | None]] = {}
-    for r in records:
-        n = r.metrics.get("n_star")
-        ok = r.metrics.get("reached", True) and isinstance(n, int | float) and n > 0
-        per.setdefault(key(r), []).append(float(n) if ok else None)
-    out = {}
-    for k, vals in per.items():
-        got = [v for v in vals if v is not None]
-        out[k] = (float(np.exp(np.mean(np.log(got)))) if got else math.inf, len(got), len(vals))
     return out
 
 
@@ -244,8 +231,35 @@ def _double_descent(records):
     return Verdict(claim, "double_descent", ours, _share(hits, total))
 
 
+def _n_star_cells(rs: Sequence[Record]):
+    """{(regime, method, eps): [Point]} of the sample-complexity runs (bounds kept as bounds)."""
+    from modscale.plots.sine_sample_complexity import points
+
+    return points(rs)
+
+
+def _below(a, b) -> bool | None:
+    """Whether median ``a`` is surely below median ``b`` (each a :class:`~modscale.plots.scaling.Median`);
+    None where their bounds leave it open."""
+    if a.kind == "value" and b.kind == "value":
+        return a.value < b.value
+    if b.kind == "above" and a.kind in ("value", "below") and a.value <= b.value:
+        return True  # b exceeds its bound, a does not
+    if a.kind == "above" and b.kind in ("value", "below") and b.value <= a.value:
+        return False
+    if a.kind == "below" and b.kind == "value":
+        return a.value < b.value or None
+    if b.kind == "below" and a.kind == "value":
+        return False if b.value <= a.value else None
+    return None
+
+
 def _n_star_claims(records):
-    """Claim 4 on the sine task: sample complexity of kernel-init, random-init and monolithic vs m."""
+    """Claim 4 on the sine task (rich regime): n* of kernel-init, random-init and monolithic networks vs m,
+    with censored medians (a bound decides an ordering only where it settles it); and, per regime, the law
+    n*(m) follows (:mod:`modscale.plots.scaling`)."""
+    from modscale.plots.scaling import censored_median, which_law
+
     names = (
         "sine task: the kernel-initialised modular network needs fewer samples than a monolith (claim 4)",
         "sine task: ... and fewer than the same network with random projections (claim 4)",
@@ -253,54 +267,135 @@ def _n_star_claims(records):
         "sine task: the kernel-initialised network's n* grows less with m than a monolith's (claims 2, 4)",
     )
     exp = "sine_sample_complexity"
-    rs = _of(records, exp)
-    if not rs:
-        return [_not_run(n, exp, records) for n in names]
-    eps = max(r.config["eps"] for r in rs)  # the loosest threshold: the one every method reaches most often
-    rs = [r for r in rs if r.config["eps"] == eps]
-    methods = ("modular-kernel", "modular-random", "monolithic")
-    g = {m: _geo_n_star([r for r in rs if r.config["method"] == m], lambda r: r.config["m"]) for m in methods}
-    ms = sorted(set(g["modular-kernel"]) & set(g["monolithic"]) & set(g["modular-random"]))
-    if not ms:
-        return [_not_run(n, exp, records) for n in names]
-
-    def cell(method, m):
-        value, reached, seeds = g[method][m]
-        return f"{value:.3g}" + ("" if reached == seeds else f" ({reached}/{seeds} reached)")
-
-    def row(method):
-        return ", ".join(cell(method, m) for m in ms)
-
-    seeds = max(v[2] for v in g["monolithic"].values())
-    where = f"eps = {eps:g}, m = {', '.join(map(str, ms))}, geometric means over {seeds} seeds"
+    cells = _n_star_cells(_of(records, exp))
+    rich = {k[1:]: v for k, v in cells.items() if k[0] == "rich"}
     out = []
-    for name, a, b in (
-        (names[0], "modular-kernel", "monolithic"),
-        (names[1], "modular-kernel", "modular-random"),
-    ):
-        hits = sum(g[a][m][0] < g[b][m][0] for m in ms)
-        out.append(
-            Verdict(
-                name,
-                exp,
-                f"n* {a}: {row(a)}; {b}: {row(b)} ({where}); fewer at {hits} of {len(ms)} m",
-                _share(hits, len(ms)),
+    pairs = ((names[0], "modular-kernel", "monolithic"), (names[1], "modular-kernel", "modular-random"),
+             (names[2], "monolithic", "modular-random"))  # fmt: skip
+    for name, a, b in pairs:
+        hits = total = open_ = 0
+        shown = []
+        for eps in sorted({e for (_, e) in rich}, reverse=True):
+            pa, pb = rich.get((a, eps)), rich.get((b, eps))
+            if not pa or not pb:
+                continue
+            for m in sorted({p.m for p in pa} & {p.m for p in pb}):
+                ma = censored_median([p for p in pa if p.m == m])
+                mb = censored_median([p for p in pb if p.m == m])
+                settled = _below(ma, mb)
+                if settled is None:
+                    open_ += 1
+                    continue
+                total += 1
+                hits += settled
+                if len(shown) < 6:
+                    sign = {"value": "", "above": ">", "below": "<="}
+                    shown.append(
+                        f"eps {eps:g} m {m:g}: {sign[ma.kind]}{ma.value:.3g} vs {sign[mb.kind]}{mb.value:.3g}"
+                    )
+        if not total:
+            out.append(
+                _not_run(name, exp, records) if not rich else Verdict(name, exp, "no cell settled", NOT_RUN)
             )
+            continue
+        what = "fewer" if name != names[2] else "the monolith fewer than random"
+        ours = (f"median n*, {a} vs {b} (rich regime): {'; '.join(shown)}; {what} in {hits} of {total} "
+                f"(eps, m) cells" + (f", {open_} left open by bounds" if open_ else ""))  # fmt: skip
+        agrees = _share(hits, total)
+        out.append(Verdict(name, exp, ours, agrees))
+    # growth: the exponential fits' growth per unit m, kernel against monolith, eps by eps
+    hits = total = 0
+    shown = []
+    for eps in sorted({e for (_, e) in rich}, reverse=True):
+        pk, pm = rich.get(("modular-kernel", eps)), rich.get(("monolithic", eps))
+        if not pk or not pm or len({p.m for p in pk}) < 2 or len({p.m for p in pm}) < 2:
+            continue
+        fk, _, _ = which_law(pk, bootstrap=0)
+        fm, _, _ = which_law(pm, bootstrap=0)
+        if not (fk.determined and fm.determined):
+            continue
+        total += 1
+        hits += fk.growth < fm.growth
+        shown.append(f"eps {eps:g}: x{fk.growth:.2f} vs x{fm.growth:.2f}")
+    if total:
+        ours = f"growth of n* per unit m, kernel vs monolith (rich, exponential fits): {'; '.join(shown)}"
+        out.append(Verdict(names[3], exp, ours, _share(hits, total)))
+    else:
+        out.append(
+            _not_run(names[3], exp, records)
+            if not rich
+            else Verdict(names[3], exp, "no fit settled", NOT_RUN)
         )
-    hits = sum(g["modular-random"][m][0] > g["monolithic"][m][0] for m in ms)
-    out.append(
-        Verdict(
-            names[2],
-            exp,
-            f"random-init needs more than the monolith at {hits} of {len(ms)} m ({where})",
-            _share(hits, len(ms)),
-        )
-    )
-    lo, hi = ms[0], ms[-1]
-    growth = {m: g[m][hi][0] / g[m][lo][0] for m in ("modular-kernel", "monolithic")}
-    kern, mono = growth["modular-kernel"], growth["monolithic"]
-    ours = f"n*(m={hi}) / n*(m={lo}): kernel {kern:.3g}, monolithic {mono:.3g} ({where})"
-    out.append(Verdict(names[3], exp, ours, YES if growth["modular-kernel"] < growth["monolithic"] else NO))
+    out.extend(_scaling_laws(cells, records))
+    return out
+
+
+def _scaling_laws(cells, records):
+    """Per regime: does the monolith's n* grow exponentially in m, and the modular networks' not at all?
+
+    Decided eps by eps on the fits of :func:`modscale.plots.scaling.which_law`, where values carry them.
+    Monolith: ``yes`` where every fit grows (the growth's 90% interval above 1) and the exponential
+    predicts the largest m at least as well as a power law, ``partly`` where some fits grow (the law left
+    open), ``no`` where none does. Modular: does not grow = the interval's upper end at most 1 + 10% per
+    unit m (a falling n* does not grow either).
+    """
+    from modscale.plots.scaling import which_law
+
+    exp = "sine_sample_complexity"
+    groups = (("monolithic", ("monolithic",)), ("modular", ("modular-oracle", "modular-kernel")))
+    out = []
+    for regime in ("rich", "random-features", "lazy"):
+        for label, methods in groups:
+            if label == "monolithic":
+                claim = (
+                    f"networks ({regime}): samples needed grow exponentially in m for a monolith (claim 1)"
+                )
+                rule = "interval above 1 and the exponential at least as good out of sample"
+            else:
+                claim = f"networks ({regime}): ... but not for a modular network on its projections (claim 2)"
+                rule = f"interval's upper end <= 1 + {FLAT:.0%}"
+            hits = total = grows = undetermined = 0
+            shown = []
+            for method in methods:
+                for eps in sorted({k[2] for k in cells if k[:2] == (regime, method)}, reverse=True):
+                    ps = cells[(regime, method, eps)]
+                    if len({p.m for p in ps}) < 2:
+                        continue
+                    fit, power, _ = which_law(ps, bootstrap=200)
+                    if not fit.determined or fit.interval is None:
+                        undetermined += 1
+                        continue
+                    lo, hi = fit.interval
+                    total += 1
+                    said = f"{method} eps {eps:g}: x{fit.growth:.2f} ({lo:.2f}-{hi:.2f})"
+                    if label == "monolithic":
+                        tie = fit.heldout is None or power.heldout is None
+                        exp_better = tie or fit.heldout >= power.heldout
+                        grows += lo > 1
+                        hits += lo > 1 and exp_better
+                        said += ", exponential better" if exp_better else ", power law better"
+                    else:
+                        hits += hi <= 1 + FLAT
+                    if len(shown) < 5:
+                        shown.append(said)
+            if not total:
+                ours = (
+                    "no runs"
+                    if not undetermined
+                    else f"{undetermined} fit(s), all mostly bounds (n* off the grid)"
+                )
+                out.append(Verdict(claim, exp, ours, NOT_RUN))
+                continue
+            ours = f"growth of n* per unit m (90% bootstrap over seeds): {'; '.join(shown)}"
+            ours += f"; {rule} in {hits} of {total}"
+            if undetermined:
+                ours += f"; {undetermined} undetermined (bounds)"
+            if label == "monolithic":
+                ours += f"; grows in {grows} of {total}"
+                agrees = YES if hits == total else PARTLY if grows else NO
+            else:
+                agrees = _share(hits, total)
+            out.append(Verdict(claim, exp, ours, agrees))
     return out
 
 

@@ -99,8 +99,8 @@ def _solve_spd(G: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def fit_min_norm(
-    Phi: torch.Tensor, y: torch.Tensor, sizes: Sequence[int], Phi_test: torch.Tensor
-) -> torch.Tensor:
+    Phi: torch.Tensor, y: torch.Tensor, sizes: Sequence[int], Phi_test: torch.Tensor, *, train: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Predictions on ``Phi_test`` of the minimum-norm least-squares fit of ``y`` on the first n rows of
     ``Phi``, for every replica and every n in ``sizes``.
 
@@ -110,6 +110,7 @@ def fit_min_norm(
     two dual forms: n <= P through the n x n Gram matrix (theta = Phi^T (Phi Phi^T)^-1 y, the interpolating
     solution), n > P through the P x P one (accumulated along the sizes, nested sets); both with the tiny
     relative ridge :data:`JITTER`. Cost per replica: O(N_P^2 P + N P^2 + sizes x min(n, P)^3).
+    ``train=True`` also returns the mean squared residual on each fit's own n rows, (S, len(sizes)).
     """
     S, N, P = Phi.shape
     if y.shape != (S, N) or Phi_test.dim() != 3 or Phi_test.shape[::2] != (S, P):
@@ -120,6 +121,7 @@ def fit_min_norm(
     sizes = [check_int("size", n, low=1, high=N) for n in sizes]
     Phi, y, Phi_test = Phi.double(), y.double(), Phi_test.double()
     out = torch.empty(S, len(sizes), Phi_test.shape[1], dtype=torch.float64)
+    residual = torch.empty(S, len(sizes), dtype=torch.float64)
     order = sorted(range(len(sizes)), key=lambda i: sizes[i])
     for s in range(S):
         small = [i for i in order if sizes[i] <= P]
@@ -131,6 +133,7 @@ def fit_min_norm(
                 n = sizes[i]
                 alpha = _solve_spd(K[:n, :n], y[s, :n])
                 out[s, i] = K_test[:, :n] @ alpha
+                residual[s, i] = (K[:n, :n] @ alpha - y[s, :n]).pow(2).mean()
         G = torch.zeros(P, P, dtype=torch.float64)
         b = torch.zeros(P, dtype=torch.float64)
         done = 0
@@ -140,8 +143,11 @@ def fit_min_norm(
             G += A.T @ A
             b += A.T @ y[s, done:n]
             done = n
-            out[s, i] = Phi_test[s] @ _solve_spd(G, b)
-    return out
+            theta = _solve_spd(G, b)
+            out[s, i] = Phi_test[s] @ theta
+            if train:
+                residual[s, i] = (Phi[s, :n] @ theta - y[s, :n]).pow(2).mean()
+    return (out, residual) if train else out
 
 
 __all__ = ["REGIMES", "JITTER", "features", "fit_min_norm"]

@@ -1,0 +1,75 @@
+"""Censored medians and the exponential-vs-power-law fits of n*(m): second routes by simulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from modscale.plots.scaling import Median, Point, censored_median, fit_law, which_law
+
+
+def _simulate(law, g, *, seeds=20, ms=range(2, 11), sigma=0.3, cap=None, seed=0):
+    """log n* = 2 + g x + N(0, sigma^2), x = m or log m; values above ``cap`` stored as the bound ``cap``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in range(seeds):
+        for m in ms:
+            x = m if law == "exp" else math.log(m)
+            n = math.exp(2 + g * x + sigma * rng.standard_normal())
+            if cap is not None and n > cap:
+                out.append(Point(m, cap, "above", s))
+            else:
+                out.append(Point(m, n, "none", s))
+    return out
+
+
+def test_exact_laws_are_recovered():
+    exp_pts = [Point(m, 5 * 1.7**m, "none", s) for m in (2, 4, 6, 8) for s in range(2)]
+    assert fit_law(exp_pts, "exp", bootstrap=0).growth == pytest.approx(1.7, rel=1e-4)
+    pow_pts = [Point(m, 5 * m**2.5, "none", s) for m in (2, 4, 6, 8) for s in range(2)]
+    assert fit_law(pow_pts, "power", bootstrap=0).slope == pytest.approx(2.5, rel=1e-4)
+
+
+def test_censored_points_are_bounds_not_values():
+    """Second route: the slope that generated the data. Treating the cap as a value flattens the curve; the
+    likelihood with bounds recovers it."""
+    pts = _simulate("exp", 0.5, cap=math.exp(5.5))
+    assert sum(p.censored == "above" for p in pts) > 40  # a third of the points are bounds
+    fit = fit_law(pts, "exp", bootstrap=50)
+    naive = fit_law([Point(p.m, p.n_star, "none", p.seed) for p in pts], "exp", bootstrap=0)
+    assert fit.slope == pytest.approx(0.5, abs=0.05) and naive.slope < 0.4
+    assert fit.interval[0] < math.exp(0.5) < fit.interval[1]
+
+
+@pytest.mark.parametrize(("law", "other"), [("exp", "power"), ("power", "exp")])
+def test_the_law_that_made_the_data_predicts_the_largest_m_better(law, other):
+    pts = _simulate(law, 0.45 if law == "exp" else 2.5, ms=range(2, 13), sigma=0.2)
+    assert fit_law(pts, law, bootstrap=0).heldout > fit_law(pts, other, bootstrap=0).heldout
+
+
+def test_censored_median():
+    assert censored_median([Point(2, 10, "none"), Point(2, 1000, "none"), Point(2, 40, "none")]) == Median(
+        40.0, "value"
+    )
+    two = censored_median([Point(2, 10, "none"), Point(2, 40, "none")])
+    assert two.kind == "value" and two.value == pytest.approx(20.0)  # geometric midpoint of the middle pair
+    assert censored_median(
+        [Point(2, 10, "none"), Point(2, 4096, "above"), Point(2, 4096, "above")]
+    ) == Median(4096.0, "above")
+    assert censored_median([Point(2, 8, "below"), Point(2, 8, "below"), Point(2, 30, "none")]) == Median(
+        8.0, "below"
+    )
+    with pytest.raises(ValueError):
+        censored_median([])
+
+
+def test_a_mostly_censored_law_is_undetermined():
+    pts = [Point(m, 4096, "above", s) for m in (6, 9) for s in range(3)] + [
+        Point(3, 500 * (s + 1), "none", s) for s in range(3)
+    ]
+    _, _, said = which_law(pts, bootstrap=10)
+    assert said.startswith("undetermined: 6 of 9 points are bounds (n* > 4.1e+03 at m = 6, 9)")
+    with pytest.raises(ValueError, match="two or more m"):
+        fit_law([Point(3, 10, "none")], "exp")

@@ -121,6 +121,8 @@ def render(records: Sequence[Record]) -> list[FigureOutput]:
         if not mine:
             continue
         result = spec.function(mine)
+        if result is None:  # the figure has nothing to draw from these records (it says why in its docstring)
+            continue
         result.name = result.name or spec.name
         result.title = result.title or spec.title
         result.experiments = tuple(mine)

@@ -158,3 +158,12 @@ def test_plan_bad_input_is_one_line_and_exit_2(main, capsys, tmp_path, argv, mes
     assert main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_calibration_ignores_runs_of_another_revision(toy):
+    import dataclasses
+
+    old = [_record(toy, 1, 0, 100.0)]  # made by revision 1
+    newer = dataclasses.replace(toy, revision=2)
+    assert calibrate(toy, old, "cpu", [toy]).source == "runs"
+    assert calibrate(newer, old, "cpu", [newer]) == UNCALIBRATED

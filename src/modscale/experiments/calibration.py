@@ -4,7 +4,8 @@ Every experiment may declare ``cost(config)``, a rough estimate of one run's sec
 differ (two 2-core CPU kinds differ 2.5x) and the estimates are rough, so a plan and the progress ETA scale
 each experiment's estimate by a factor measured here, from the most direct evidence there is:
 
-1. ``runs``: the stored runs of this experiment on this kind of device (CPU or CUDA) in the results store
+1. ``runs``: the stored runs of this experiment (of its current revision) on this kind of device (CPU or
+   CUDA) in the results store
    being planned into: factor = sum(wall_s) / sum(cost(config)) over them (runs from this host when
    there are any, else from every host). This is the sweep's own work timed on the machine that did it.
 2. ``other``: no run of this experiment is stored, but runs of others of its family are (experiments that
@@ -109,7 +110,8 @@ def calibrate(
     by_name[experiment.name] = experiment
     cost_of = _cost_function(by_name)
     same_kind = [r for r in records if device_kind(r.device) == kind]
-    own = [r for r in same_kind if r.experiment == experiment.name]
+    # runs of another revision ran other code: their times say little about this one's
+    own = [r for r in same_kind if r.experiment == experiment.name and r.revision == experiment.revision]
     if own:
         chosen, where = _pick_host(own)
         measured = _factor(chosen, cost_of)

@@ -640,31 +640,36 @@ def fit_stack(
     X_test, y_test = draw(tasks, t.n_test, "test", net_seeds)
     tops = [max(n[j] for j in groups[key]) for key in keys]
     X, y = X[:, : max(tops)].contiguous(), y[:, : max(tops)].contiguous()
-    model = setup.build(net_seeds)
     costs = [{"kernel_s": 0.0, "kernel_cpu_s": 0.0, "flops_kernel": 0.0} for _ in keys]
+    U = None
     if setup.method == "modular-kernel":
         U, costs = kernel_stage(X, y, tops, net_seeds, setup, rule, device)
-        model.set_projections(U)
     elif setup.method == "modular-oracle":
-        model.set_projections(torch.stack([task.projections for task in tasks]))
-    U0 = model.projections.clone() if setup.module_projection in ("linear", "fixed") else None
+        U = torch.stack([task.projections for task in tasks])
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    Phi, f0 = features(model, X, setup.regime)  # (G, N, P), (G, N): G networks
-    Phi_test, f0_test = features(model, X_test, setup.regime)
-    features_s = time.perf_counter() - t0
-    P = Phi.shape[-1]
-    recovery = _recovery(model, U0, tasks) if U0 is not None else None
+    c0 = time.process_time()
     rows: dict[int, dict[str, Any]] = {}
     for g, key in enumerate(keys):
+        # one network at a time (replica g of the stack, built alone: the same weights), its features on
+        # its own first rows only: G networks x N rows x P features at once would not fit in memory
+        model = setup.build([net_seeds[g]])
+        if U is not None:
+            model.set_projections(U[g : g + 1])
+        U0 = model.projections.clone() if setup.module_projection in ("linear", "fixed") else None
+        t0 = time.perf_counter()
+        Phi, f0 = features(model, X[g : g + 1, : tops[g]], setup.regime)  # (1, top, P), (1, top)
+        Phi_test, f0_test = features(model, X_test[g : g + 1], setup.regime)
+        features_s = time.perf_counter() - t0
+        P = Phi.shape[-1]
+        recovery = _recovery(model, U0, [tasks[g]])[0] if U0 is not None else None
         sizes = sorted({n[j] for j in groups[key]})
         t1 = time.perf_counter()
         pred, residual = fit_min_norm(
-            Phi[g : g + 1, : tops[g]], (y[g : g + 1, : tops[g], 0].double() - f0[g : g + 1, : tops[g]]),
-            sizes, Phi_test[g : g + 1], train=True,
-        )  # fmt: skip
+            Phi, y[g : g + 1, : tops[g], 0].double() - f0, sizes, Phi_test, train=True
+        )
         fit_s = time.perf_counter() - t1
-        pred = pred[0] + f0_test[g]  # (sizes, T)
+        del Phi
+        pred = pred[0] + f0_test[0]  # (sizes, T)
         test = (pred - y_test[g, :, 0].double()).pow(2).mean(1)
         small = [v for v in sizes if v <= P]
         big = max([v for v in sizes if v > P], default=0)
@@ -679,17 +684,17 @@ def fit_stack(
                 "n_params": setup.n_params(),
                 "width": setup.width(),
                 "steps": 0,
-                "features_s": features_s / len(keys),
+                "features_s": features_s / len(sizes),
                 "fit_s": fit_s / len(sizes),
                 "kernel_s": costs[g]["kernel_s"],
-                "wall_s": (features_s / len(keys) + fit_s) / len(sizes) + costs[g]["kernel_s"],
+                "wall_s": (features_s + fit_s) / len(sizes) + costs[g]["kernel_s"],
                 "cpu_s": (time.process_time() - c0) / len(n) + costs[g]["kernel_cpu_s"],
                 "flops_fit": flops / len(sizes),
                 "flops_kernel": costs[g]["flops_kernel"],
                 "flops": flops / len(sizes) + costs[g]["flops_kernel"],
             }
             if recovery is not None:
-                row["recovery_init"], row["recovery"] = recovery[g]
+                row["recovery_init"], row["recovery"] = recovery
             for j in groups[key]:
                 if n[j] == v:
                     rows[j] = dict(row)

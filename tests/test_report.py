@@ -103,6 +103,10 @@ def test_loss_trends_numbers_match_the_closed_form(theory_records):
         assert rows[("train loss, theory", f"m={m}")].ours == pytest.approx(train.mean(), rel=1e-12)
     assert rows[("test loss, theory", "m=9")].paper == 2.85
     assert "one seed" in out.caption and "paper's own loss scale" in out.caption
+    # the paper's markers are put on our scale by one factor per panel: its theory meets ours at m = 2
+    theirs = paper.get("loss_trends", "test loss vs m", "theory").at(2)
+    factor = rows[("test loss, theory", "m=2")].ours / theirs
+    assert f"x{factor:.2f} (vs m)" in out.caption
 
 
 def test_figures_are_pure_functions_of_records(theory_records):

@@ -222,3 +222,23 @@ def test_figures_from_the_stored_runs(smoke):
         assert [(c.quantity, c.at, c.ours) for c in o.comparisons] == [
             (c.quantity, c.at, c.ours) for c in again[name].comparisons
         ]
+
+
+def test_ood_figure_with_a_single_n_sets_the_methods_side_by_side():
+    """A single n has no axis to draw along: methods on x, in distribution and OOD beside each other, the
+    ratio's geometric mean over seeds (recomputed here from the per-seed values: a second route)."""
+    base = dict(m=16, k=4, b=1, p=2000, n=3000)
+    rows, ratios = [], {}
+    for i, method in enumerate(("monolithic", "modular-oracle")):
+        for seed in range(3):
+            test_id, test_ood = 0.1 * (i + 1) * (seed + 1), 0.15 * (i + 1) * (seed + 2)
+            metrics = dict(test_id=test_id, test_ood=test_ood, ood_over_id=test_ood / test_id)
+            ratios.setdefault(method, []).append(test_ood / test_id)
+            rows.append(_rec("sine_ood", dict(base, method=method), seed, metrics))
+    (out,) = [o for o in render(rows) if o.name == "sine_ood"]
+    ax, ax_ratio = out.figure.axes[:2]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["monolithic", "modular-oracle"]
+    assert "n = 3000" in ax.get_title() and "filled vs open" in out.caption
+    drawn = [line.get_ydata() for line in ax_ratio.get_lines() if line.get_marker() == "o"]
+    want = [np.exp(np.mean(np.log(ratios[m]))) for m in ("monolithic", "modular-oracle")]
+    assert [float(np.ravel(y)[0]) for y in drawn] == pytest.approx(want)

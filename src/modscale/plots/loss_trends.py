@@ -6,11 +6,14 @@ Records: ``theory_loss_trends`` (the closed forms) and, when present, the networ
 the modular theory). Thin lines are single p (k and m panels) or single m (p and n panels); thick lines
 average over them within a seed, then over seeds (band: +-1 SD over seeds). The m panel also shows the
 modular theory (k modules on the true projections), which does not change with m. The paper's published
-values (theory and network) are overlaid as markers; they are on the paper's own loss scale.
+values (theory and network) are overlaid as markers; they are on the paper's own loss scale, so each panel's
+are multiplied by one factor (:func:`_to_our_scale`, stated in the caption) that meets our theory at the
+panel's first point: shapes and ratios compare, levels do not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -49,6 +52,7 @@ def loss_trends(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
     fig, axes = new_figure(2, 2, width=5.2, height=3.9)
     comparisons: list[Comparison] = []
     seed_counts: list[int] = []
+    factors: dict[str, float] = {}
     for ax, (panel, (x, thin, log_x)) in zip(axes, PANELS.items(), strict=True):
         tops: list[float] = []
         sources = (("theory", "--", _panel(theory, panel)), ("network", "-", _panel(network, panel)))
@@ -76,12 +80,17 @@ def loss_trends(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
                 tops.extend(avg.mean.tolist())
                 if source == "network":
                     seed_counts.extend(avg.n_seeds.tolist())
-        for s in paper.series("loss_trends", f"test loss vs {panel}") + paper.series(
+        published = paper.series("loss_trends", f"test loss vs {panel}") + paper.series(
             "loss_trends", f"train loss vs {panel}"
-        ):
+        )
+        factor = _to_our_scale(panel, curve(_panel(theory, panel), x, "test"))
+        if factor is not None:
+            factors[panel] = factor
+        for s in published:
             metric = s.panel.split()[0]
-            overlay_paper(ax, s, COLORS[metric], label=f"paper {metric}, {s.label}")
-            tops.extend(s.y)
+            shown = dataclasses.replace(s, y=tuple(v * (factor or 1.0) for v in s.y))
+            overlay_paper(ax, shown, COLORS[metric], label=f"paper {metric}, {s.label}")
+            tops.extend(shown.y)
         if log_x:
             ax.set_xscale("log")
         ax.set_xlabel(x)
@@ -93,12 +102,35 @@ def loss_trends(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
     caption = (
         "Train (blue) and test (orange) loss; theory dashed (closed form, DESIGN section 1), networks solid. "
         f"Thick lines average the thin ones within a seed; mean over {seeds_phrase(seed_counts)}"
-        f"{' (band: +-1 SD)' if max(seed_counts, default=1) > 1 else ''}. {fixed} "
-        f"Markers: the paper's values ({paper.OWN_SCALE})."
+        f"{' (band: +-1 SD)' if max(seed_counts, default=1) > 1 else ''}. {fixed} " + _markers_phrase(factors)
     )
     if not network:
         caption += " No network runs are stored yet: only the theory is shown."
     return FigureOutput("loss_trends", fig, caption, comparisons)
+
+
+def _to_our_scale(panel: str, ours: Curve | None) -> float | None:
+    """The factor that puts the paper's values of a panel on our scale: our theory's test loss over the
+    paper's theory test loss at the first x both have. One factor per panel keeps the paper's ratios (network
+    over theory, growth along the panel), which are what can be compared; its level is its own."""
+    for s in paper.series("loss_trends", f"test loss vs {panel}", "theory"):
+        for xv, yv in zip(s.x, s.y, strict=True):
+            got = ours.at(xv) if ours is not None else None
+            if got is not None and yv > 0 and np.isfinite(got[0]):
+                return got[0] / yv
+    return None
+
+
+def _markers_phrase(factors: Mapping[str, float]) -> str:
+    if not factors:
+        return f"Markers: the paper's values ({paper.OWN_SCALE})."
+    each = ", ".join(f"x{f:.2f} (vs {panel})" for panel, f in factors.items())
+    return (
+        "Markers: the paper's values, each panel's multiplied by one factor so that the paper's theory test "
+        f"loss meets ours at the panel's first point ({each}): its values are on the paper's own loss scale, "
+        "so one factor per panel makes its shapes and its network/theory ratios comparable with ours, not "
+        "its levels (the comparison table lists the unscaled values)."
+    )
 
 
 def _fixed(records: Sequence[Record]) -> str:

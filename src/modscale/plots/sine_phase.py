@@ -184,6 +184,7 @@ def sine_phase(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
                 )
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label="recovery (1 = every module found)")
+    _marks_key(fig)
     n_used = sorted({n for (_, _, _, n) in random})
     caption = (
         f"Module recovery (Hungarian-matched subspace overlap, 1 = every true module found, about b/m at "
@@ -194,6 +195,22 @@ def sine_phase(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
         + "."
     )
     return FigureOutput("sine_phase", fig, caption, comparisons)
+
+
+def _marks_key(fig) -> None:
+    """A key for the marks the cells carry (outline, triangle), under the panels."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(facecolor="#b5de2b", edgecolor="w", linewidth=2.5,
+              label=f"white outline: mean recovery >= {RECOVERED}"),
+        Line2D([], [], marker="v", color="C3", linestyle="none", markersize=6,
+               label="triangle: modular-random's test loss above the monolith's (the paper's ordering)"),
+    ]  # fmt: skip
+    # "outside": the constrained layout makes room for it below the panels
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False,
+               handleheight=1.6)  # fmt: skip
 
 
 def _outline(j: int, i: int):

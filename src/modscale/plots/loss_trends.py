@@ -14,6 +14,7 @@ panel's first point: shapes and ratios compare, levels do not.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -31,8 +32,23 @@ MODULAR_COLOR = "C2"
 PANELS = {"k": ("k", "p", False), "m": ("m", "p", False), "p": ("p", "m", True), "n": ("n", "m", True)}
 
 
+# the keys each panel holds fixed; network runs stored at other values (the k study's larger n and longer
+# training: :func:`loss_trends_k`) are left out of this figure's curves rather than averaged into them
+HELD = {"k": ("n", "steps"), "m": ("n", "steps"), "p": ("n", "steps"), "n": ("p", "steps")}
+
+
 def _panel(records: Sequence[Record], panel: str, model: str = "monolithic") -> list[Record]:
     return [r for r in records if r.config.get("panel") == panel and r.config.get("model") == model]
+
+
+def _home(rows: list[Record], panel: str) -> list[Record]:
+    """The panel's runs at its most common value of each held key (ties: the first stored)."""
+    for key in HELD[panel]:
+        values = Counter(r.config.get(key) for r in rows)
+        if len(values) > 1:
+            home = values.most_common(1)[0][0]
+            rows = [r for r in rows if r.config.get(key) == home]
+    return rows
 
 
 def _top(values: list[float], cap: float = 6.0) -> float:
@@ -55,7 +71,8 @@ def loss_trends(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
     factors: dict[str, float] = {}
     for ax, (panel, (x, thin, log_x)) in zip(axes, PANELS.items(), strict=True):
         tops: list[float] = []
-        sources = (("theory", "--", _panel(theory, panel)), ("network", "-", _panel(network, panel)))
+        mlp = _home(_panel(network, panel), panel)
+        sources = (("theory", "--", _panel(theory, panel)), ("network", "-", mlp))
         for source, style, rows in sources:
             for metric, color in COLORS.items():
                 for c in curves(rows, x, metric, by=(thin,)).values():
@@ -69,7 +86,7 @@ def loss_trends(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
                 comparisons.extend(_compare(panel, metric, source, avg))
         for source, style, rows in (
             ("theory", ":", _panel(theory, panel, "modular")),
-            ("network", "-.", _panel(network, panel, "modular")),
+            ("network", "-.", _home(_panel(network, panel, "modular"), panel)),
         ):
             avg = curve(rows, x, "test") if rows else None
             if avg is not None:
@@ -97,7 +114,11 @@ def loss_trends(records: Mapping[str, Sequence[Record]]) -> FigureOutput:
         ax.set_ylabel("loss")
         ax.set_ylim(0, _top(tops) if panel in ("k", "m") else 6.0)
         ax.set_title(f"vs {x}: thin lines = single {thin}, thick = averaged")
-    axes[1].legend(fontsize=7, loc="upper left")
+    # the legend goes in the m panel, or the first panel with anything drawn where the m panel is empty
+    for ax in (axes[1], *axes):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left")
+            break
     fixed = _fixed(theory or network)
     caption = (
         "Train (blue) and test (orange) loss; theory dashed (closed form, DESIGN section 1), networks solid. "

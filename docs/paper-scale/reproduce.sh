@@ -18,10 +18,16 @@ $MODSCALE run theory_loss_trends --tier paper --out $OUT
 $MODSCALE run theory_samples_vs_m --tier paper --out $OUT
 $MODSCALE run theory_check --tier paper --out $OUT
 
-# 3. Sine task, a stated subset of the paper tier run in full: sample complexity at m = 3, 6, 9 for the
-#    paper's three methods and the oracle, three seeds (paper tier: m = 2..9, six methods, ten seeds).
-$MODSCALE run sine_sample_complexity --tier paper --seeds 3 \
-    --set m=3,6,9 method=monolithic,modular-random,modular-kernel,modular-oracle --out $OUT
+# 3. Sine task: samples needed n*(eps) vs m from whole learning curves (revision 2 of the experiment; the
+#    36 revision-1 runs of an earlier protocol stay in results.jsonl as stale and are left out of every
+#    figure). Stated subsets of the paper tier, three seeds, every eps of the tier from one curve per seed:
+#    (a) the closed forms (random features, lazy) at p = 2,500, n = 8..10,000, the three scaling methods,
+#        m = 2..12 (the tier's p = 10,000 rows solve 10,000 x 10,000 systems: not run on a 2-core CPU);
+#    (b) rich (Adam) training at the paper's p = 10,000, n = 8..100,000, the monolith at m = 2..12.
+$MODSCALE run sine_sample_complexity --tier paper --out $OUT --jobs 2 \
+    --set regime=random-features,lazy p=2500 n_max=10000 n_points=14
+$MODSCALE run sine_sample_complexity --tier paper --out $OUT --jobs 2 --keep-going \
+    --set regime=rich method=monolithic p=10000 n_max=100000 n_points=16
 
 # 4. CIFAR at k = 4: accuracy vs n (the paper tier's n grid), three seeds.
 $MODSCALE run cifar_n_sweep --tier paper --seeds 3 --out $OUT
@@ -40,6 +46,13 @@ $MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT \
     --set panel=m model=monolithic,modular m=2,3,4,5,6,7,8,9 k=4 n=1000 p=400,2000,10000
 $MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT \
     --set panel=k model=monolithic k=2,3,4,5,6,7,8,9 m=4 n=1000 p=400,2000,10000
+# Why the MLP's loss rises with k at fixed n (samples, capacity or steps?): the MLP and the modular network
+# on the true projections at k = 2, 4, 8 and n = 1000, 4000, 16,000 (p = 2000), and the MLP at n = 1000 with
+# twice the steps.
+$MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT --jobs 2 \
+    --set panel=k model=monolithic,modular k=2,4,8 m=4 n=1000,4000,16000 p=2000
+$MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT --jobs 2 \
+    --set panel=k model=monolithic k=2,4,8 m=4 n=1000 p=2000 steps=40000
 $MODSCALE run sine_nonlinear --tier paper --seeds 3 --out $OUT --set m=8 k=4 n=300,1000,3000,10000
 $MODSCALE run sine_alignment --tier paper --seeds 3 --out $OUT \
     --set m=16 k=4 n=1000 strategy=deflation init=spectral

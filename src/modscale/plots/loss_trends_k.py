@@ -61,7 +61,15 @@ def loss_trends_k(records: Mapping[str, Sequence[Record]]) -> FigureOutput | Non
             c = curve(mine, "k", metric)
             if c is None:
                 continue
-            draw(ax, c, color=colors[n], linestyle=style, label=label)
+            # bands only for the MLP at the tier's budget: on a log axis the others' would cover them
+            draw(
+                ax,
+                c,
+                color=colors[n],
+                linestyle=style,
+                label=label,
+                band=model == "monolithic" and not longer,
+            )
             face = "white" if longer else colors[n]
             ax.plot(c.x, c.mean, "o", color=colors[n], markerfacecolor=face, markersize=4)
             if metric == "test":
@@ -83,7 +91,7 @@ def loss_trends_k(records: Mapping[str, Sequence[Record]]) -> FigureOutput | Non
         "train (right) loss vs the number of modules k, as fractions of the target variance; MLP solid, the "
         "modular network on the true projections dash-dotted, colour by training samples n"
         + (longer if any(s[2] != base_steps for s in settings) else "")
-        + f". Mean over {seeds_phrase(seeds)} (band: +-1 SD)."
+        + f". Mean over {seeds_phrase(seeds)} (band: +-1 SD of the MLP's; the comparison table has every SD)."
     )
     return FigureOutput("loss_trends_k", fig, caption, comparisons)
 

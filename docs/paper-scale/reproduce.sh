@@ -28,6 +28,8 @@ $MODSCALE run sine_sample_complexity --tier paper --out $OUT --jobs 2 \
     --set regime=random-features,lazy p=2500 n_max=10000 n_points=14
 $MODSCALE run sine_sample_complexity --tier paper --out $OUT --jobs 2 --keep-going \
     --set regime=rich method=monolithic p=10000 n_max=100000 n_points=16
+$MODSCALE run sine_sample_complexity --tier paper --out $OUT --jobs 2 --keep-going \
+    --set regime=rich method=modular-oracle m=2,7,12 p=10000 n_max=100000 n_points=16
 
 # 4. CIFAR at k = 4: accuracy vs n (the paper tier's n grid), three seeds.
 $MODSCALE run cifar_n_sweep --tier paper --seeds 3 --out $OUT
@@ -53,6 +55,9 @@ $MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT --jobs 2 \
     --set panel=k model=monolithic,modular k=2,4,8 m=4 n=1000,4000,16000 p=2000
 $MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT --jobs 2 \
     --set panel=k model=monolithic k=2,4,8 m=4 n=1000 p=2000 steps=40000
+# The n panel at p = 1000 for m = 2, 5, 8.
+$MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT --jobs 2 --set panel=n model=monolithic \
+    k=4 m=2,5,8 p=1000 n=100,178,316,562,1000,1778,3162,5623,10000,17783,31623,56234,100000
 $MODSCALE run sine_nonlinear --tier paper --seeds 3 --out $OUT --set m=8 k=4 n=300,1000,3000,10000
 $MODSCALE run sine_alignment --tier paper --seeds 3 --out $OUT \
     --set m=16 k=4 n=1000 strategy=deflation init=spectral

@@ -71,7 +71,7 @@ def choose_n_modules(
     n = X.shape[0]
     n_val = max(1, int(round(validation_fraction * n)))
     defaults = dict(
-        kernel="rbf", steps=100, batch_size=512, lr=0.05, restarts=4, n_candidates=32, init="spectral",
+        kernel="rbf", steps=100, batch_size=512, lr=None, restarts=4, n_candidates=32, init="moments",
         bandwidth=0.5, jitter=1e-2, n_centres=None, ridge=1e-3, in_span=True, progress=None,
     )  # fmt: skip
     defaults.update(rule_options)

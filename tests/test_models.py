@@ -222,3 +222,20 @@ def test_bad_forward_input():
             net(torch.ones(4, 5, dtype=torch.long))
     with pytest.raises(InvalidValue, match="replica"):
         MLP(3, 4, 1, n_replicas=2).replica(2)
+
+
+@pytest.mark.parametrize("projection", ["linear", "none", "nonlinear"])
+def test_module_outputs_sum_to_the_forward_pass(projection):
+    net = ModularNet(6, 3, 2, 8, 2, out_dim=2, projection=projection, n_replicas=2, generator=0)
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
+    parts = net.module_outputs(x)  # (S, K, n, out)
+    assert parts.shape == (2, 3, 5, 2)
+    torch.testing.assert_close(parts.sum(1), net(x))
+    # module i alone: its own MLP on its own inputs, scaled by 1 / sqrt(K)
+    Z = net.module_inputs(x)  # (S, K, n, b)
+    h = Z
+    for i, (W, c) in enumerate(zip(net.weights, net.biases, strict=True)):
+        h = h @ W + c.unsqueeze(-2)
+        if i < len(net.weights) - 1:
+            h = torch.relu(h)
+    torch.testing.assert_close(parts, h / 3**0.5)

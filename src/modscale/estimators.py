@@ -370,14 +370,7 @@ class _ModularEstimator(BaseEstimator):
     def _module_outputs(self, Xs: torch.Tensor) -> torch.Tensor:
         """Every module's contribution f_i(U_i x) / sqrt(K) to the output, and the linear term's, in the
         network's units: (K + 1, n, out)."""
-        net = self.model_.net
-        Z = net.module_inputs(Xs)[0]  # (K, n, b)
-        h = Z
-        for i, (W, c) in enumerate(zip(net.weights, net.biases, strict=True)):
-            h = h @ W[0] + c[0].unsqueeze(-2)  # (K, n, fan_out)
-            if i < len(net.weights) - 1:
-                h = torch.relu(h)
-        mods = h / math.sqrt(net.n_modules)
+        mods = self.model_.net.module_outputs(Xs)[0]  # (K, n, out)
         return torch.cat([mods, self.model_.linear(Xs).unsqueeze(0)])
 
     def _outputs_of(self, Xs: torch.Tensor) -> torch.Tensor:

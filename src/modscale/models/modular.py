@@ -238,8 +238,16 @@ class ModularNet(Replicated):
         x = x.unsqueeze(0) if shared else x
         return x.unsqueeze(1).expand(S, K, *x.shape[-2:])  # (S, K, n, in_dim), a view
 
+    def module_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Every module's contribution f_i(P_i x) / sqrt(K) to the output: (S, K, n, out_dim); the forward
+        pass is their sum over K (before the output's final reshaping)."""
+        return self._module_outputs(x, self._check_input(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shared = self._check_input(x)
+        return self._finish(self._module_outputs(x, shared).sum(1), shared)  # (S, n, out_dim)
+
+    def _module_outputs(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
         W0, c0 = self.weights[0], self.biases[0]
         if self.projection == "none":
             # every module reads x itself: one GEMM against all (S, K) first-layer weights, no expanded copy
@@ -255,8 +263,7 @@ class ModularNet(Replicated):
         for W, c in itertools.islice(zip(self.weights, self.biases, strict=True), 1, None):
             # ReLU in place, then c + h W as one GEMM call (as in MLP.forward)
             h = torch.baddbmm(c.reshape(S * K, 1, -1), h.relu_(), W.reshape(S * K, *W.shape[2:]))
-        out = h.view(S, K, n, -1).sum(1) / math.sqrt(self.n_modules)  # (S, n, out_dim)
-        return self._finish(out, shared)
+        return h.view(S, K, n, -1) / math.sqrt(self.n_modules)  # (S, K, n, out_dim)
 
     def extra_repr(self) -> str:
         return (

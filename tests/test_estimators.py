@@ -46,6 +46,19 @@ def test_transform_is_each_modules_projection_of_the_standardised_input():
     np.testing.assert_allclose(est.fit_transform(X, y), Z, rtol=1e-12, atol=1e-12)
 
 
+def test_feature_names_out_label_each_module_coordinate():
+    X, y = _data()
+    est = ModularRegressor(n_modules=2, module_dim=2, random_state=0, **QUICK).fit(X, y)
+    names = est.get_feature_names_out()
+    assert names.tolist() == ["module0_z0", "module0_z1", "module1_z0", "module1_z1"]
+    assert names.tolist() == est.get_feature_names_out([f"x{i}" for i in range(6)]).tolist()
+    with pytest.raises(ValueError, match="input_features"):
+        est.get_feature_names_out(["a", "b"])
+    pd = pytest.importorskip("pandas")
+    frame = est.set_output(transform="pandas").transform(pd.DataFrame(X, columns=[f"f{i}" for i in range(6)]))
+    assert list(frame.columns) == names.tolist() and frame.shape == (300, 4)
+
+
 def test_regressor_reproducible_batch_independent_and_multioutput():
     X, y = _data()
     a = ModularRegressor(random_state=3, **QUICK).fit(X, y)

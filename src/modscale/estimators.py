@@ -37,7 +37,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import (
+    _check_feature_names_in,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 from torch import nn
 
 from modscale._checks import check_choice, check_int, check_positive_number
@@ -390,6 +395,15 @@ class _ModularEstimator(BaseEstimator):
         with torch.no_grad():
             Z = self.model_.net.module_inputs(self._standardise(X))[0]  # (K, n, b)
         return Z.permute(1, 0, 2).reshape(X.shape[0], -1).numpy()
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of :meth:`transform`'s columns: ``module{i}_z{j}``, coordinate j of module i's input U_i x
+        (so ``set_output(transform="pandas")`` labels them). ``input_features`` is checked against the
+        features seen in fit."""
+        check_is_fitted(self, "model_")
+        _check_feature_names_in(self, input_features)
+        K, b = self.projections_.shape[:2]
+        return np.asarray([f"module{i}_z{j}" for i in range(K) for j in range(b)], dtype=object)
 
     # looking inside -----------------------------------------------------------------------------------------
     @property

@@ -23,13 +23,16 @@ $MODSCALE run theory_check --tier paper --out $OUT
 #    figure). Stated subsets of the paper tier, three seeds, every eps of the tier from one curve per seed:
 #    (a) the closed forms (random features, lazy) at p = 2,500, n = 8..10,000, the three scaling methods,
 #        m = 2..12 (the tier's p = 10,000 rows solve 10,000 x 10,000 systems: not run on a 2-core CPU);
-#    (b) rich (Adam) training at the paper's p = 10,000, n = 8..100,000, the monolith at m = 2..12.
+#    (b) rich (Adam) training at the paper's p = 10,000, n = 8..100,000: the monolith at m = 2..12, the
+#        modular networks on the true and on the rule's projections at m = 2, 4, 7, 9, 12.
 $MODSCALE run sine_sample_complexity --tier paper --out $OUT --jobs 2 \
     --set regime=random-features,lazy p=2500 n_max=10000 n_points=14
 $MODSCALE run sine_sample_complexity --tier paper --out $OUT --jobs 2 --keep-going \
     --set regime=rich method=monolithic p=10000 n_max=100000 n_points=16
 $MODSCALE run sine_sample_complexity --tier paper --out $OUT --jobs 2 --keep-going \
-    --set regime=rich method=modular-oracle m=2,7,12 p=10000 n_max=100000 n_points=16
+    --set regime=rich method=modular-oracle m=2,4,7,9,12 p=10000 n_max=100000 n_points=16
+$MODSCALE run sine_sample_complexity --tier paper --out $OUT --jobs 2 --keep-going \
+    --set regime=rich method=modular-kernel m=2,4,7,9,12 p=10000 n_max=100000 n_points=16
 
 # 4. CIFAR at k = 4: accuracy vs n (the paper tier's n grid), three seeds.
 $MODSCALE run cifar_n_sweep --tier paper --seeds 3 --out $OUT
@@ -55,7 +58,9 @@ $MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT --jobs 2 \
     --set panel=k model=monolithic,modular k=2,4,8 m=4 n=1000,4000,16000 p=2000
 $MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT --jobs 2 \
     --set panel=k model=monolithic k=2,4,8 m=4 n=1000 p=2000 steps=40000
-# The n panel at p = 1000 for m = 2, 5, 8.
+# The p panel at n = 1000 and the n panel at p = 1000, for m = 2, 5, 8.
+$MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT --jobs 2 --set panel=p model=monolithic \
+    k=4 m=2,5,8 n=1000 p=100,178,316,562,1000,1778,3162,5623,10000,17783,31623
 $MODSCALE run sine_loss_trends --tier paper --seeds 3 --out $OUT --jobs 2 --set panel=n model=monolithic \
     k=4 m=2,5,8 p=1000 n=100,178,316,562,1000,1778,3162,5623,10000,17783,31623,56234,100000
 $MODSCALE run sine_nonlinear --tier paper --seeds 3 --out $OUT --set m=8 k=4 n=300,1000,3000,10000

@@ -23,8 +23,12 @@ def main() -> None:
     for r in rows:
         c = r.config
         groups[(c["method"], c["eps"], c["validation"])].append(r)
-        n_star[(c["validation"], c["method"], c["m"], c["eps"], r.seed)] = (r.metrics["n_star"], r.metrics["censored"])
-    print("median n* over seeds at m = 3 / 6 / 9 ('>': beyond the grid) and the exponential fit's growth per unit m")
+        key = (c["validation"], c["method"], c["m"], c["eps"], r.seed)
+        n_star[key] = (r.metrics["n_star"], r.metrics["censored"])
+    print(
+        "median n* over seeds at m = 3 / 6 / 9 ('>': beyond the grid) "
+        "and the exponential fit's growth per unit m"
+    )
     for method, eps in sorted({(k[0], k[1]) for k in groups}, key=lambda k: (k[0], -k[1])):
         line = [f"{method:15s} eps {eps:<5g}"]
         for validation in ("split", "none"):
@@ -38,7 +42,10 @@ def main() -> None:
             growth = f"x{fit.growth:.2f}" if fit.determined else "undetermined"
             line.append(f"{validation}: {' / '.join(medians):18s} {growth:12s}")
         print("  ".join(line))
-    print("\nper (method, m, eps, seed), n* with validation=none over n* with validation=split, both uncensored:")
+    print(
+        "\nper (method, m, eps, seed), n* with validation=none over n* with validation=split, "
+        "both uncensored:"
+    )
     for method in sorted({k[1] for k in n_star}):
         logs = []
         pairs = [(k, v) for k, v in n_star.items() if k[0] == "none" and k[1] == method]

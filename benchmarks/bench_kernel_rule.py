@@ -50,6 +50,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from modscale._provenance import code_version
 from modscale.estimators import ModularRegressor
 from modscale.models import MLP, ModularNet
 from modscale.rules import kernel_projections, moment_directions, recovery_score
@@ -262,7 +263,8 @@ def main(argv=None) -> int:
 
     print(
         f"SineTask(m={args.m}, k={args.k}), n={args.n}, K={args.k}, task seeds {args.seeds_goal}, "
-        f"{torch.get_num_threads()} CPU thread(s), device {args.device}, CPU {_cpu_model()}"
+        f"{torch.get_num_threads()} CPU thread(s), device {args.device}, CPU {_cpu_model()}, "
+        f"modscale {code_version()}"
     )
     rows: dict[str, list[tuple[float, float]]] = {}
     for seed in args.seeds_goal:

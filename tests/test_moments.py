@@ -138,6 +138,16 @@ def test_no_moment_signal_falls_back_to_spectral_starts(kind):
     assert moment_directions(X, y, 2, generator=0).n_signal == 0
     _, info = kernel_projections(X, y, 2, steps=5, passes=0, generator=0, progress=False, return_info=True)
     assert info.init == "spectral" and info.moment_signal == 0
+    assert info.options["lr"] == 0.05  # lr=None: the step of spectral starts
+
+
+def test_default_step_follows_the_starts():
+    X, y, _ = _ridge_task(4000, 8, ODD_AND_EVEN[:2], seed=6)
+    run = dict(steps=2, passes=0, generator=0, progress=False, return_info=True)
+    assert kernel_projections(X, y, 2, **run)[1].options["lr"] == 0.01  # moment starts, b = 1
+    assert kernel_projections(X, y, 2, init="random", **run)[1].options["lr"] == 0.05
+    assert kernel_projections(X, y, 1, module_dim=2, **run)[1].options["lr"] == 0.05  # b >= 2
+    assert kernel_projections(X, y, 2, lr=0.03, **run)[1].options["lr"] == 0.03
 
 
 def test_moment_starts_are_reproducible():
@@ -174,7 +184,8 @@ def test_two_dimensional_modules_lie_in_the_moment_span_and_the_rule_groups_them
     ("args", "kw", "error", "match"),
     [
         (("x", [1.0]), {}, InvalidType, "X must be a numeric array"),
-        ((np.ones((10, 3)), np.ones(9)), {}, InvalidValue, "Y must have shape"),
+        ((np.ones((10, 3)), np.ones(9)), {}, InvalidValue, "y must have shape"),
+        ((np.ones((10, 3, 2)), np.ones(10)), {}, InvalidValue, r"shape \(n, m\) for moment starts"),
         ((np.ones(10), np.ones(10)), {}, InvalidValue, "X must have shape"),
         ((np.full((10, 3), np.nan), np.ones(10)), {}, InvalidValue, "finite"),
         ((np.ones((10, 3)), np.ones(10)), {"n_directions": 0}, InvalidValue, "n_directions"),

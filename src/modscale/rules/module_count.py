@@ -26,7 +26,8 @@ import torch
 
 from modscale._torch import as_generator, resolve_device
 from modscale.errors import InvalidValue
-from modscale.rules.projections import _as_data, _check_options, _Rule
+from modscale.rules._inputs import as_data
+from modscale.rules.projections import _check_options, _Rule
 
 
 def choose_n_modules(
@@ -53,7 +54,7 @@ def choose_n_modules(
         K, ev = choose_n_modules(X, y, max_modules=8, generator=0)
         ev["unexplained"]        # e.g. [1.0, 0.74, 0.49, 0.26, 0.03, 0.03]: K = 4
     """
-    X, Y = _as_data(X, y)
+    X, Y = as_data(X, y)
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < 1):
         raise InvalidValue(f"tol must lie in (0, 1) (a fraction of the variance), got {tol!r}")
     if (

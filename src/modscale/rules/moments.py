@@ -52,7 +52,8 @@ import torch
 
 from modscale._checks import check_int
 from modscale._torch import as_generator
-from modscale.errors import InvalidType, InvalidValue
+from modscale.errors import InvalidValue
+from modscale.rules._inputs import as_data
 from modscale.rules.spectral import whitening
 
 _SIGNAL = 3.0  # a direction carries moment signal when its singular value exceeds 3x the null level
@@ -148,31 +149,6 @@ def _joint_diagonalise(A: np.ndarray, sweeps: int = _SWEEPS, tol: float = 1e-10)
     return V
 
 
-def _as_pair(X, Y) -> tuple[torch.Tensor, torch.Tensor]:
-    """X (n, m) and Y (n, c) as float64 tensors, or one clear error."""
-    out = []
-    for name, v in (("X", X), ("Y", Y)):
-        try:
-            t = v.detach() if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v, np.float64))
-        except (TypeError, ValueError):
-            raise InvalidType(f"{name} must be a numeric array or tensor, got {type(v).__name__}") from None
-        if t.is_complex() or t.dtype == torch.bool:
-            raise InvalidType(f"{name} must be real-valued, got dtype {t.dtype}")
-        out.append(t.to(torch.float64).cpu())
-    X, Y = out
-    if Y.dim() == 1:
-        Y = Y[:, None]
-    if X.dim() != 2 or 0 in X.shape:
-        raise InvalidValue(f"X must have shape (n, m), got {tuple(X.shape)}")
-    if Y.dim() != 2 or Y.shape[0] != X.shape[0]:
-        raise InvalidValue(
-            f"Y must have shape (n,) or (n, c) with n = {X.shape[0]} rows like X, got {tuple(Y.shape)}"
-        )
-    if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
-        raise InvalidValue("X and Y must be finite (no NaN or inf)")
-    return X, Y
-
-
 def _scaled(blocks: list[torch.Tensor], null: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Each block in units of its shuffled-null spectral norm, side by side: (signal (m, sum L), null)."""
     units = [torch.linalg.matrix_norm(b0, ord=2).clamp_min(1e-300) for b0 in null]
@@ -181,16 +157,19 @@ def _scaled(blocks: list[torch.Tensor], null: list[torch.Tensor]) -> tuple[torch
 
 
 def moment_directions(
-    X, Y, n_directions: int, *, iterations: int = 4, oversample: int = 8, generator=None,
+    X, y, n_directions: int, *, iterations: int = 4, oversample: int = 8, generator=None,
 ) -> MomentStarts:  # fmt: skip
     """Module directions from the second- and third-order Hermite moments of y (module docstring).
 
-    X (n, m) and Y (n,) or (n, c) tensors; ``n_directions`` = K b directions are returned (capped at m).
+    X (n, m) and y (n,) or (n, c), arrays or tensors; ``n_directions`` = K b directions are returned
+    (capped at m).
     The span comes from ``iterations`` rounds of subspace iteration on ``n_directions + oversample``
     columns; ``generator`` (torch.Generator or seed) draws its start and the shuffled null.
     """
     gen = as_generator(generator)
-    X, Y = _as_pair(X, Y)
+    X, Y = as_data(X, y, dtype=torch.float64)
+    if X.dim() != 2:
+        raise InvalidValue(f"X must have shape (n, m) for moment starts, got {tuple(X.shape)}")
     n_directions = check_int("n_directions", n_directions, low=1)
     iterations = check_int("iterations", iterations, low=1)
     oversample = check_int("oversample", oversample, low=0)

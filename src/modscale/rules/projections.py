@@ -68,6 +68,7 @@ import torch
 from modscale._checks import check_choice, check_int, check_positive_number
 from modscale._torch import as_generator, resolve_device
 from modscale.errors import InvalidType, InvalidValue
+from modscale.rules._inputs import as_data
 from modscale.rules.kernels import KERNELS, median_bandwidth, mlp_apply, mlp_init, ntk
 from modscale.rules.moments import MomentStarts, moment_directions
 from modscale.rules.nystrom import AdditiveNystrom, additive_nystrom
@@ -111,38 +112,6 @@ class KernelRuleInfo:
     flops: float = 0.0
     moment_signal: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
-
-
-# input checks -----------------------------------------------------------------------------------------------
-def _as_data(X, y) -> tuple[torch.Tensor, torch.Tensor]:
-    def tensor(name, v):
-        if isinstance(v, torch.Tensor):
-            t = v.detach()
-        else:
-            try:
-                t = torch.as_tensor(np.asarray(v, dtype=np.float32))
-            except (TypeError, ValueError):
-                raise InvalidType(
-                    f"{name} must be a numeric array or tensor, got {type(v).__name__}"
-                ) from None
-        if t.is_complex() or t.dtype == torch.bool:
-            raise InvalidType(f"{name} must be real-valued, got dtype {t.dtype}")
-        return t.to(torch.float32)
-
-    X, y = tensor("X", X), tensor("y", y)
-    if X.dim() < 2 or 0 in X.shape[2:]:
-        raise InvalidValue(f"X must have shape (n, in_dim) or (n, in_dim, *features), got {tuple(X.shape)}")
-    if y.dim() == 1:
-        y = y.unsqueeze(1)
-    if y.dim() != 2 or y.shape[0] != X.shape[0]:
-        raise InvalidValue(
-            f"y must have shape (n,) or (n, c) with n = {X.shape[0]} rows like X, got {tuple(y.shape)}"
-        )
-    if not torch.isfinite(X).all():
-        raise InvalidValue("X contains NaN or inf; every input must be finite")
-    if not torch.isfinite(y).all():
-        raise InvalidValue("y contains NaN or inf; every target must be finite")
-    return X, y
 
 
 @dataclass
@@ -651,7 +620,7 @@ def kernel_projections(
         U = kernel_projections(X, y, n_modules=4, generator=0)      # (4, 1, 16)
         recovery_score(U, task.projections)                          # ~1 when the modules are found
     """
-    X, Y = _as_data(X, y)
+    X, Y = as_data(X, y)
     opt = _check_options(
         X, n_modules=n_modules, module_dim=module_dim, kernel=kernel, strategy=strategy, steps=steps,
         batch_size=batch_size, lr=lr, restarts=restarts, n_candidates=n_candidates, init=init, passes=passes,
@@ -683,7 +652,7 @@ def kernel_projections(
         seconds=time.perf_counter() - t0,
         flops=rule.flops,
         moment_signal=None if rule.moments is None else rule.moments.n_signal,
-        options={k: v for k, v in vars(opt).items() if k not in ("kernel", "progress")},
+        options={k: v for k, v in vars(opt).items() if k not in ("kernel", "progress")} | {"lr": rule.lr},
     )
     return U, info
 

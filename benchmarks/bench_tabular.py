@@ -40,6 +40,8 @@ with early stopping on the same data (n = 4000, m = 20, K = 4), alternating, and
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.metadata
 import json
 import os
 import sys
@@ -57,6 +59,7 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+from modscale._provenance import code_version  # noqa: E402
 from modscale.estimators import ModularClassifier, ModularRegressor  # noqa: E402
 from modscale.tasks import SineTask  # noqa: E402
 
@@ -92,6 +95,51 @@ def index_task(m: int, k: int, b: int):
     return sample
 
 
+def even_task(m: int):
+    """Three even ridge functions (|z|, z^2 / 2, cos 1.5 z): no first-order (linear) content at all."""
+    g = np.random.default_rng(0)
+    U = np.linalg.qr(g.normal(size=(m, 3)))[0].T  # (3, m) orthonormal
+    fns = (np.abs, lambda z: z**2 / 2, lambda z: np.cos(1.5 * z))
+
+    def sample(n: int, seed: int):
+        r = np.random.default_rng(1000 + seed)
+        X = r.normal(size=(n, m))
+        Z = X @ U.T  # (n, 3)
+        y = sum(f(Z[:, i]) for i, f in enumerate(fns)) + 0.1 * r.normal(size=n)
+        return X, y
+
+    return sample
+
+
+def correlated_task(m: int, k: int):
+    """Correlated, non-Gaussian inputs: x = A s with s i.i.d. uniform (half the coordinates) or Laplace (the
+    others), both of unit variance, and A a random mixing whose covariance A A^T has condition number ~ 10;
+    y = sum_i g_i(u_i^T x) + 0.1 eps with u_i of unit output variance (u_i^T A A^T u_i = 1), g as RIDGE_1D."""
+    g = np.random.default_rng(0)
+    Q1, Q2 = (np.linalg.qr(g.normal(size=(m, m)))[0] for _ in range(2))
+    A = Q1 @ np.diag(np.geomspace(1.0, np.sqrt(10.0), m)) @ Q2  # (m, m)
+    # u_i = A^{-T} q_i, q_i orthonormal: u_i^T x = q_i^T s, unit variance, mutually uncorrelated
+    Qk = np.linalg.qr(g.normal(size=(m, k)))[0]  # (m, k)
+    U = np.linalg.solve(A.T, Qk).T  # (k, m)
+
+    def sample(n: int, seed: int):
+        r = np.random.default_rng(1000 + seed)
+        h = m // 2
+        s = np.concatenate(
+            [
+                r.uniform(-np.sqrt(3), np.sqrt(3), size=(n, h)),
+                r.laplace(scale=1 / np.sqrt(2), size=(n, m - h)),
+            ],
+            axis=1,
+        )  # (n, m), unit variance
+        X = s @ A.T
+        Z = X @ U.T  # (n, k)
+        y = sum(RIDGE_1D[i % len(RIDGE_1D)](Z[:, i : i + 1]) for i in range(k)) + 0.1 * r.normal(size=n)
+        return X, y
+
+    return sample
+
+
 def sine_task(m: int, k: int):
     task = SineTask(m, k, generator=0)
 
@@ -102,12 +150,19 @@ def sine_task(m: int, k: int):
     return sample
 
 
+PLANTED_K = {  # k of each planted task, for n_modules=planted
+    "sine m=16 k=4": 4, "index m=10 k=3 b=1": 3, "index m=20 k=4 b=1": 4, "index m=50 k=4 b=1": 4,
+    "index m=20 k=3 b=2": 3, "even m=20 k=3": 3, "correlated m=20 k=4": 4,
+}  # fmt: skip
+PLANTED_B = {"index m=20 k=3 b=2": 2}  # module_dim=planted: b of the planted modules (1 elsewhere)
 SYNTHETIC = {
     "sine m=16 k=4": sine_task(16, 4),
     "index m=10 k=3 b=1": index_task(10, 3, 1),
     "index m=20 k=4 b=1": index_task(20, 4, 1),
     "index m=50 k=4 b=1": index_task(50, 4, 1),
     "index m=20 k=3 b=2": index_task(20, 3, 2),
+    "even m=20 k=3": even_task(20),
+    "correlated m=20 k=4": correlated_task(20, 4),
 }
 
 
@@ -161,12 +216,39 @@ def split(data: str, seed: int, n: int):
 
 
 # estimators -------------------------------------------------------------------------------------------------
-def make(name: str, kind: str, seed: int):
+def modular_options(name: str, data: str | None = None) -> dict:
+    """Keywords of a modular estimator name: "modular", the two ablations, or a variant written
+    ``modular[key=value,...]`` (values as Python literals; ``n_modules=planted`` and ``module_dim=planted``
+    are the planted task's k and b),
+    e.g. ``"modular[early_stopping=False,n_modules=planted]"``."""
+    fixed = {"modular": {}, "modular_linear_off": dict(linear_term=False),
+             "modular_random": dict(projection_init="random")}  # fmt: skip
+    if name in fixed:
+        return fixed[name]
+    if not (name.startswith("modular[") and name.endswith("]")):
+        raise ValueError(f"unknown estimator {name!r}; known: {ESTIMATORS} or modular[key=value,...]")
+    options = {}
+    for item in filter(None, name[len("modular[") : -1].split(",")):
+        key, _, value = item.partition("=")
+        if key in ("n_modules", "module_dim") and value == "planted":
+            if data not in PLANTED_K:
+                return {"n_modules": None}  # no planted k: not run
+            options[key] = PLANTED_K[data] if key == "n_modules" else PLANTED_B.get(data, 1)
+            continue
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"estimator {name!r}: {item!r} is not key=<Python literal>") from err
+    return options
+
+
+def make(name: str, kind: str, seed: int, data: str | None = None):
     """The estimator ``name`` for ``kind``, or None where the peer has no such estimator."""
     reg = kind == "regression"
     if name.startswith("modular"):
-        options = {"modular": {}, "modular_linear_off": dict(linear_term=False),
-                   "modular_random": dict(projection_init="random")}[name]  # fmt: skip
+        options = modular_options(name, data)
+        if options.get("n_modules", "auto") is None:
+            return None
         cls = ModularRegressor if reg else ModularClassifier
         return cls(device="cpu", random_state=seed, **options)
     if name == "ppr":
@@ -214,7 +296,7 @@ LABELS = {
 
 def run_one(data: str, est_name: str, seed: int, n: int) -> dict | None:
     kind = kind_of(data)
-    est = make(est_name, kind, seed)
+    est = make(est_name, kind, seed, data)
     if est is None:
         return None
     X, y, Xt, yt = split(data, seed, n)
@@ -224,17 +306,62 @@ def run_one(data: str, est_name: str, seed: int, n: int) -> dict | None:
         est.fit(X, y)
         seconds = time.perf_counter() - t0
     score = float(est.score(Xt, yt))  # R^2 or accuracy
-    row = dict(data=data, estimator=est_name, split=seed, score=score, seconds=seconds, n_train=len(y))
+    row = dict(data=data, estimator=est_name, split=seed, score=score, seconds=seconds, n_train=len(y),
+               n=task_n(data, n), **stamp(est_name), params=_params(est))  # fmt: skip
     inner = est[-1] if hasattr(est, "steps") else est
     if est_name.startswith("modular"):
         row["n_modules"] = int(inner.n_modules_)
     return row
 
 
+def task_n(data: str, n: int) -> int | None:
+    """The ``--n`` that a data set's rows depend on: planted tasks only (real data have their own size)."""
+    return n if data in SYNTHETIC else None
+
+
+def stamp(est_name: str) -> dict:
+    """What code made a row: modscale's commit (a dirty hash where the checkout has local changes) for our
+    estimators, the peer's package version for the others, and the shared libraries' versions."""
+    import sklearn
+
+    row = dict(torch=torch.__version__, sklearn=sklearn.__version__)
+    if est_name.startswith("modular"):
+        row["commit"] = code_version()
+    else:
+        package = {"ppr": "projection-pursuit", "ebm": "interpret-core"}.get(est_name, "scikit-learn")
+        row["commit"] = f"{package} {importlib.metadata.version(package)}"
+    return row
+
+
+def _params(est) -> dict:
+    """The estimator's non-default parameters as strings (the final step of a pipeline)."""
+    inner = est[-1] if hasattr(est, "steps") else est
+    changed = inner.get_params(deep=False)
+    defaults = type(inner)().get_params(deep=False)
+    return {k: repr(v) for k, v in changed.items() if repr(v) != repr(defaults.get(k))}
+
+
+def row_key(row: dict) -> tuple:
+    """The "already done" key: data set, estimator, split, --n for planted tasks, and the code (commit)."""
+    return (row["data"], row["estimator"], row["split"], row.get("n"), row.get("commit"))
+
+
 # the table --------------------------------------------------------------------------------------------------
-def table(rows: list[dict], datasets: list[str], estimators: list[str]) -> str:
-    """Markdown: one line per data set, mean +- SD of the score and mean fit seconds per estimator."""
-    head = "| data | metric | " + " | ".join(LABELS[e] for e in estimators) + " | gap to best peer |"
+def newest(rows: list[dict], n: int) -> list[dict]:
+    """The rows a table reports: planted tasks at ``n`` only, and of several rows for one (data set,
+    estimator, split) the last one written (the newest code's)."""
+    latest = {}
+    for r in rows:
+        if r.get("n", n if r["data"] in SYNTHETIC else None) == task_n(r["data"], n):
+            latest[(r["data"], r["estimator"], r["split"])] = r
+    return list(latest.values())
+
+
+def table(rows: list[dict], datasets: list[str], estimators: list[str], n: int = 2000) -> str:
+    """Markdown: one line per data set, mean +- SD of the score and mean fit seconds per estimator (rows
+    chosen by :func:`newest`); then the code that made them."""
+    rows = newest(rows, n)
+    head = "| data | metric | " + " | ".join(LABELS.get(e, e) for e in estimators) + " | gap to best peer |"
     lines = [head, "|" + "---|" * (len(estimators) + 3)]
     for d in datasets:
         cells, means = [], {}
@@ -256,6 +383,10 @@ def table(rows: list[dict], datasets: list[str], estimators: list[str]) -> str:
         gap = f"{means['modular'] - max(peers):+.3f}" if "modular" in means and peers else "-"
         metric = "R^2" if kind_of(d) == "regression" else "accuracy"
         lines.append(f"| {d} | {metric} | " + " | ".join(cells) + f" | {gap} |")
+    made = sorted(
+        {r.get("commit", "unstamped") for r in rows if r["data"] in datasets and r["estimator"] in estimators}
+    )
+    lines.append(f"\nRows made by: {', '.join(made)}; planted tasks at n = {n}.")
     return "\n".join(lines)
 
 
@@ -297,10 +428,22 @@ def speed(rounds: int) -> int:
     return 0
 
 
+def _estimator_name(name: str) -> str:
+    if name not in ESTIMATORS:
+        try:
+            modular_options(name)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return name
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=[*SYNTHETIC, *REAL], help="data sets (default all)")
-    parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=ESTIMATORS)
+    parser.add_argument(
+        "--estimators", nargs="+", default=list(ESTIMATORS), type=_estimator_name,
+        help=f"any of {', '.join(ESTIMATORS)}, or a variant modular[key=value,...] (default: the named ones)",
+    )  # fmt: skip
     parser.add_argument("--splits", type=int, default=5, help="splits (seeds 0..splits-1)")
     parser.add_argument("--n", type=int, default=2000, help="training samples of the planted tasks")
     parser.add_argument("--out", type=Path, default=Path("bench_tabular.jsonl"))
@@ -315,12 +458,12 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown data set(s) {unknown}; known: {[*SYNTHETIC, *REAL]}")
     rows = load_rows(args.out)
-    done = {(r["data"], r["estimator"], r["split"]) for r in rows}
+    done = {row_key(r) for r in rows}
     if not args.table_only:
         for d in args.data:
             for seed in range(args.splits):
                 for e in args.estimators:
-                    if (d, e, seed) in done:
+                    if (d, e, seed, task_n(d, args.n), stamp(e)["commit"]) in done:
                         continue
                     row = run_one(d, e, seed, args.n)
                     if row is None:
@@ -331,7 +474,7 @@ def main(argv=None) -> int:
                     print(
                         f"{d:<22} {e:<8} split {seed}: {row['score']:.4f}  {row['seconds']:.1f} s", flush=True
                     )
-    print(table(rows, args.data, args.estimators))
+    print(table(rows, args.data, args.estimators, args.n))
     return 0
 
 

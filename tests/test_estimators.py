@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from modscale.errors import InvalidType, InvalidValue
+from modscale.errors import InvalidParameter, InvalidType, InvalidValue
 from modscale.estimators import ModularClassifier, ModularRegressor
 from modscale.models import MLP, ModularNet
 from modscale.rules import recovery_score
@@ -54,9 +54,15 @@ def test_feature_names_out_label_each_module_coordinate():
     assert names.tolist() == est.get_feature_names_out([f"x{i}" for i in range(6)]).tolist()
     with pytest.raises(ValueError, match="input_features"):
         est.get_feature_names_out(["a", "b"])
-    pd = pytest.importorskip("pandas")
-    frame = est.set_output(transform="pandas").transform(pd.DataFrame(X, columns=[f"f{i}" for i in range(6)]))
+    import pandas as pd  # in the dev extra: set_output is the reason get_feature_names_out exists
+
+    Xf = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)])
+    est = ModularRegressor(n_modules=2, module_dim=2, random_state=0, **QUICK).fit(Xf, y)
+    frame = est.set_output(transform="pandas").transform(Xf)
     assert list(frame.columns) == names.tolist() and frame.shape == (300, 4)
+    plain = ModularRegressor(n_modules=2, module_dim=2, random_state=0, **QUICK).fit(X, y).transform(X)
+    np.testing.assert_allclose(frame.to_numpy(), plain, rtol=1e-10, atol=1e-12)  # a frame: the same model
+    assert est.describe_modules()[0]["top_features"][0][0].startswith("f")  # the frame's own names
 
 
 def test_regressor_reproducible_batch_independent_and_multioutput():
@@ -128,14 +134,18 @@ def test_bad_input():
         ModularRegressor(**QUICK).fit(X[:1], y[:1])
     with pytest.raises(InvalidValue, match="validation_fraction"):
         ModularRegressor(validation_fraction=1.5, **QUICK).fit(X, y)
-    for lr, error in (
-        (0.0, InvalidValue),
-        (float("inf"), InvalidValue),
-        ("fast", InvalidType),
-        (True, InvalidType),
+    for lr, said in (
+        (0.0, "must be a float in the range \\(0.0, inf\\). Got 0.0 instead"),
+        (float("inf"), "must be a float in the range \\(0.0, inf\\). Got inf instead"),
+        ("fast", "must be a float in the range \\(0.0, inf\\). Got 'fast' instead"),
+        (True, "must be a number, not a bool; got True instead"),
     ):
-        with pytest.raises(error, match="lr must be a positive finite number"):
+        # one error that is both a ValueError and a TypeError (as scikit-learn's), and a UsageError
+        with pytest.raises(InvalidParameter, match="The 'lr' parameter of ModularRegressor " + said):
             ModularRegressor(**{**QUICK, "lr": lr}).fit(X, y)
+    with pytest.raises(InvalidParameter, match="'patience' parameter .* in the range \\[1, inf\\). Got 0"):
+        ModularRegressor(patience=0, **QUICK).fit(X, y)
+    assert issubclass(InvalidParameter, ValueError) and issubclass(InvalidParameter, TypeError)
 
 
 def _monolithic_mse(X, y, Xt, yt, width, steps, seed):
@@ -219,9 +229,14 @@ def test_default_fit_stops_early_chooses_k_and_explains_its_modules():
     X = g.normal(size=(1500, 6)) * np.arange(1, 7) + 2.0
     Xs = (X - 2.0) / np.arange(1, 7)
     y = np.sin(2 * Xs[:, 0]) + Xs[:, 1] ** 2 + 0.5 * Xs[:, 2] + 0.05 * g.normal(size=1500)
-    est = ModularRegressor(device="cpu", random_state=0, max_steps=1500).fit(X, y)
-    assert est.module_selection_["n_modules"] == est.n_modules_ >= 2
-    assert est.history_.stopped_step[0] < 1500  # early stopping is on by default and stopped
+    est = ModularRegressor(device="cpu", random_state=0, max_steps=3000, patience=300).fit(X, y)
+    chosen = est.module_selection_
+    assert chosen["n_modules"] >= 2 and est.n_modules_ == chosen["n_modules"] + chosen["spare_modules"]
+    assert chosen["spare_modules"] == 1  # the default spare, started at the deflation's next direction
+    # early stopping is on by default and stopped; patience counts optimiser steps (read every
+    # min(epoch, patience / 10) = 11 steps here: 1350 fitting rows, batches of 128)
+    stopped, best = est.history_.stopped_step[0], est.history_.best_step[0]
+    assert stopped < 3000 and 300 <= stopped - best <= 300 + 11
     assert est.score(X, y) > 0.95
     mods = est.modules_
     assert [d["kind"] for d in mods] == ["module"] * est.n_modules_ + ["linear"]
@@ -276,7 +291,9 @@ def test_too_many_modules_and_bad_new_options():
     X, y = _data()
     with pytest.raises(InvalidValue, match="n_modules \\* module_dim must be <= the number of features"):
         ModularRegressor(n_modules=4, module_dim=2, **QUICK).fit(X, y)
-    with pytest.raises(InvalidValue, match="n_modules must be 'auto'"):
+    with pytest.raises(
+        InvalidParameter, match="'n_modules' parameter of ModularRegressor must be a str among"
+    ):
         ModularRegressor(n_modules="many", **QUICK).fit(X, y)
     with pytest.raises(InvalidValue, match="alpha"):
         ModularRegressor(alpha=-1.0, **QUICK).fit(X, y)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modscale.errors import InvalidType, InvalidValue
-from modscale.models import MLP, PROJECTIONS, ModularNet
+from modscale.models import MLP, PROJECTIONS, AdditiveIndexNet, ModularNet
 
 
 def numel_per_replica(net) -> int:
@@ -239,3 +239,32 @@ def test_module_outputs_sum_to_the_forward_pass(projection):
         if i < len(net.weights) - 1:
             h = torch.relu(h)
     torch.testing.assert_close(parts, h / 3**0.5)
+    if projection != "none":  # the modules on their own inputs (b = 2 here), as the shape functions read them
+        torch.testing.assert_close(net.module_functions(Z), parts)
+
+
+def test_module_functions_rejects_inputs_of_the_wrong_shape():
+    net = ModularNet(6, 3, 2, 8, 2, n_replicas=2, generator=0)
+    with pytest.raises(InvalidValue, match=r"module inputs must have shape \(S=2, K=3, n, 2\)"):
+        net.module_functions(torch.zeros(2, 3, 5, 1))
+
+
+def test_additive_index_net_is_the_linear_term_plus_the_modules():
+    net = ModularNet(6, 3, 1, 8, 2, out_dim=2, generator=0)
+    W = torch.randn(6, 2, generator=torch.Generator().manual_seed(2))
+    f = AdditiveIndexNet(net, W)
+    with torch.no_grad():
+        f.c.copy_(torch.tensor([[0.5, -1.0]]))
+    x = torch.randn(7, 6, generator=torch.Generator().manual_seed(3))
+    by_hand = x @ W + torch.tensor([0.5, -1.0]) + net.module_outputs(x)[0].sum(0)  # second route
+    torch.testing.assert_close(f(x), by_hand)
+    torch.testing.assert_close(f(x.unsqueeze(0))[0], by_hand)  # the trainer's stacked layout
+    torch.testing.assert_close(f.linear(x), x @ W + torch.tensor([0.5, -1.0]))
+    bare = AdditiveIndexNet(net)
+    torch.testing.assert_close(bare(x), net(x))
+    torch.testing.assert_close(bare.linear(x), torch.zeros(7, 2))
+    assert sum(p.numel() for p in f.parameters()) == sum(p.numel() for p in net.parameters()) + 6 * 2 + 2
+    with pytest.raises(InvalidValue, match=r"W must have shape \(in_dim, out_dim\) = \(6, 2\)"):
+        AdditiveIndexNet(net, torch.zeros(6, 1))
+    with pytest.raises(InvalidValue, match="one replica"):
+        AdditiveIndexNet(ModularNet(6, 3, 1, 8, 2, n_replicas=2, generator=0))

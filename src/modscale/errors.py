@@ -1,7 +1,8 @@
 """Exceptions of modscale.
 
 Bad input raises :class:`InvalidValue` (a ``ValueError``) or :class:`InvalidType` (a ``TypeError``) with one
-sentence that says what was wrong and what is allowed. Both derive from :class:`UsageError`, which the CLI
+sentence that says what was wrong and what is allowed. An estimator's bad parameter raises
+:class:`InvalidParameter`, which is both. All derive from :class:`UsageError`, which the CLI
 turns into one line on stderr and exit status 2.
 """
 
@@ -18,6 +19,11 @@ class InvalidValue(UsageError, ValueError):
 
 class InvalidType(UsageError, TypeError):
     """An argument has a type that is not allowed."""
+
+
+class InvalidParameter(InvalidValue, InvalidType):
+    """An estimator's parameter is outside what its ``_parameter_constraints`` allow (a wrong type or a
+    wrong value: like scikit-learn's InvalidParameterError it is both a ValueError and a TypeError)."""
 
 
 class FetchError(UsageError):
@@ -66,6 +72,7 @@ __all__ = [
     "UsageError",
     "InvalidValue",
     "InvalidType",
+    "InvalidParameter",
     "FetchError",
     "NonFiniteLossError",
 ]

@@ -28,14 +28,15 @@ Example::
 
 from __future__ import annotations
 
-import math
 import numbers
 from functools import partial
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     _check_feature_names_in,
@@ -43,11 +44,10 @@ from sklearn.utils.validation import (
     column_or_1d,
     validate_data,
 )
-from torch import nn
 
-from modscale._checks import check_choice, check_int, check_positive_number
-from modscale.errors import InvalidType, InvalidValue
-from modscale.models import ModularNet
+from modscale._checks import check_int
+from modscale.errors import InvalidParameter, InvalidType, InvalidValue
+from modscale.models import AdditiveIndexNet, ModularNet
 from modscale.rules import STRATEGIES, choose_n_modules, kernel_projections
 from modscale.rules.kernels import KERNELS, ntk
 from modscale.training import train
@@ -113,37 +113,7 @@ def _ridge_loo(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, float]:
     return W, float(choice / n)
 
 
-class _AdditiveIndexNet(nn.Module):
-    """f(x) = x W + c + g(x), g a single-replica :class:`ModularNet`: the estimators' optional linear term.
-
-    Stacked like the ModularNet (S = 1, every parameter has a leading replica dimension) so that the trainer
-    treats both alike. Without the linear term (W None) f = g.
-    """
-
-    def __init__(self, net: ModularNet, W: torch.Tensor | None):
-        super().__init__()
-        self.net = net
-        self.n_replicas, self.in_dim = 1, net.in_dim
-        self.W = self.c = None
-        if W is not None:
-            self.W = nn.Parameter(W.to(torch.float32).unsqueeze(0).clone())  # (1, m, out)
-            self.c = nn.Parameter(torch.zeros(1, W.shape[1]))  # (1, out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n, m) -> (n, out); (1, n, m) -> (1, n, out)
-        out = self.net(x)
-        if self.W is None:
-            return out
-        if x.dim() == 2:
-            return out + x @ self.W[0] + self.c[0]
-        return out + x @ self.W + self.c.unsqueeze(-2)
-
-    def linear(self, x: torch.Tensor) -> torch.Tensor:  # (n, m) -> (n, out), zeros without the term
-        if self.W is None:
-            return x.new_zeros(x.shape[0], self.net.out_dim)
-        return x @ self.W[0] + self.c[0]
-
-
-class _ModularEstimator(BaseEstimator):
+class _ModularEstimator(TransformerMixin, BaseEstimator):
     """Shared parameters, validation and the private solver of the two estimators."""
 
     def __init__(
@@ -162,8 +132,9 @@ class _ModularEstimator(BaseEstimator):
         batch_size: int = 128,
         early_stopping: bool = True,
         validation_fraction: float = 0.1,
-        n_iter_no_change: int = 10,
+        patience: int = 1000,
         max_modules: int = 8,
+        spare_modules: int = 1,
         kernel_steps: int = 50,
         kernel_batch_size: int | str = "auto",
         kernel_passes: int = 1,
@@ -184,8 +155,9 @@ class _ModularEstimator(BaseEstimator):
         self.batch_size = batch_size
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
+        self.patience = patience
         self.max_modules = max_modules
+        self.spare_modules = spare_modules
         self.kernel_steps = kernel_steps
         self.kernel_batch_size = kernel_batch_size
         self.kernel_passes = kernel_passes
@@ -193,49 +165,56 @@ class _ModularEstimator(BaseEstimator):
         self.random_state = random_state
 
     # validation ---------------------------------------------------------------------------------------------
+    _parameter_constraints: dict = {
+        "n_modules": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "module_dim": [Interval(Integral, 1, None, closed="left")],
+        "projection_init": [StrOptions(set(PROJECTION_INITS))],
+        "kernel": [StrOptions(set(KERNELS))],
+        "strategy": [StrOptions(set(STRATEGIES))],
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "depth": [Interval(Integral, 1, None, closed="left")],
+        "linear_term": ["boolean"],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "max_modules": [Interval(Integral, 1, None, closed="left")],
+        "spare_modules": [Interval(Integral, 0, None, closed="left")],
+        "kernel_steps": [Interval(Integral, 1, None, closed="left")],
+        "kernel_batch_size": [StrOptions({"auto"}), Interval(Integral, 2, None, closed="left")],
+        "kernel_passes": [Interval(Integral, 0, None, closed="left")],
+        "device": [str, torch.device],
+        "random_state": ["random_state", np.random.Generator],
+    }
+
     def _check_params(self, n_features: int) -> None:
-        b = check_int("module_dim", self.module_dim, low=1)
+        """scikit-learn's parameter validation (``_parameter_constraints``; its error is a ValueError and a
+        TypeError, raised here as modscale's :class:`~modscale.errors.InvalidParameter`), plus what it
+        cannot say: no bool where a number is meant, and the modules' directions fit in the input."""
+        try:
+            self._validate_params()
+        except InvalidParameterError as err:
+            raise InvalidParameter(str(err)) from None
+        for name, rules in self._parameter_constraints.items():
+            value = getattr(self, name)
+            if isinstance(value, bool | np.bool_) and "boolean" not in rules:
+                raise InvalidParameter(
+                    f"The {name!r} parameter of {type(self).__name__} must be a number, not a bool; "
+                    f"got {value!r} instead."
+                )
+        b = int(self.module_dim)
         if b > n_features:
             raise InvalidValue(f"module_dim must be <= the number of features ({n_features}), got {b}")
-        if not (isinstance(self.n_modules, str) and self.n_modules == "auto"):
-            if isinstance(self.n_modules, str):
-                raise InvalidValue(f"n_modules must be 'auto' or an int >= 1, got {self.n_modules!r}")
-            K = check_int("n_modules", self.n_modules, low=1)
-            if K * b > n_features:
-                raise InvalidValue(
-                    f"n_modules * module_dim must be <= the number of features ({n_features}): the modules "
-                    f"read {K * b} directions of a {n_features}-dimensional input; got n_modules = {K}, "
-                    f"module_dim = {b}"
-                )
-        check_int("max_modules", self.max_modules, low=1)
-        check_choice("projection_init", self.projection_init, PROJECTION_INITS)
-        check_choice("kernel", self.kernel, tuple(KERNELS))
-        check_choice("strategy", self.strategy, STRATEGIES)
-        check_int("width", self.width, low=1)
-        check_int("depth", self.depth, low=1)
-        for name in ("linear_term", "early_stopping"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise InvalidType(f"{name} must be a bool, got {getattr(self, name)!r}")
-        a = self.alpha
-        if isinstance(a, bool) or not isinstance(a, numbers.Real) or not (a >= 0 and np.isfinite(a)):
-            raise InvalidValue(f"alpha must be a finite number >= 0, got {a!r}")
-        check_int("max_steps", self.max_steps, low=1)
-        check_positive_number("lr", self.lr)
-        check_int("batch_size", self.batch_size, low=1)
-        check_int("n_iter_no_change", self.n_iter_no_change, low=1)
-        check_int("kernel_steps", self.kernel_steps, low=1)
-        if not (isinstance(self.kernel_batch_size, str) and self.kernel_batch_size == "auto"):
-            if isinstance(self.kernel_batch_size, str):
-                raise InvalidValue(
-                    f"kernel_batch_size must be 'auto' or an int >= 2, got {self.kernel_batch_size!r}"
-                )
-            check_int("kernel_batch_size", self.kernel_batch_size, low=2)
-        check_int("kernel_passes", self.kernel_passes, low=0)
-        frac = self.validation_fraction
-        if isinstance(frac, bool) or not isinstance(frac, numbers.Real) or not 0 < frac < 1:
-            raise InvalidValue(f"validation_fraction must lie in (0, 1), got {frac!r}")
-        if not isinstance(self.device, str | torch.device):
-            raise InvalidType(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {self.device!r}")
+        if self.n_modules != "auto" and int(self.n_modules) * b > n_features:
+            K = int(self.n_modules)
+            raise InvalidValue(
+                f"n_modules * module_dim must be <= the number of features ({n_features}): the modules "
+                f"read {K * b} directions of a {n_features}-dimensional input; got n_modules = {K}, "
+                f"module_dim = {b}"
+            )
 
     def _validate_X(self, X, y="no_validation", reset: bool = False):
         try:
@@ -257,7 +236,7 @@ class _ModularEstimator(BaseEstimator):
         return max(2, min(int(self.kernel_batch_size), n_rows))
 
     # the private solver -------------------------------------------------------------------------------------
-    def _fit_network(self, X: np.ndarray, T: torch.Tensor, rule_target: torch.Tensor, out_dim: int, loss):
+    def _fit_network(self, X: np.ndarray, T: torch.Tensor, rule_target: torch.Tensor, out_dim: int):
         """Standardise X, fit the linear term, choose K, find or draw the projections, train the network;
         sets the fitted attributes.
 
@@ -287,37 +266,35 @@ class _ModularEstimator(BaseEstimator):
         # rule still reads y itself, not the ridge residual: on diabetes both gave R^2 0.418 (5 splits),
         # and on the residual a module whose ridge function is nearly linear (tanh) can fall below
         # choose_n_modules' tolerance and go uncounted
-        W0 = None
         target = rule_target[fit_rows]  # (n_fit, c)
-        self.linear_alpha_ = None
-        if self.linear_term and loss == "mse":
-            Xf = Xs[fit_rows].double().numpy()
-            Tf = target.double().numpy()
-            W, self.linear_alpha_ = _ridge_loo(Xf - Xf.mean(0), Tf - Tf.mean(0))
-            W0 = torch.as_tensor(W)
-        elif self.linear_term:
-            W0 = torch.zeros(m, out_dim)
+        W0, c0, self.linear_alpha_ = None, None, None
+        if self.linear_term:
+            W0, c0, self.linear_alpha_ = self._linear_start(Xs[fit_rows].double(), target.double(), out_dim)
 
         K, U, self.module_selection_ = self._projections(Xs[fit_rows], target, b, seed, out_dim)
         net = ModularNet(m, K, b, int(self.width), int(self.depth), out_dim=out_dim, generator=seed)
         if U is not None:
-            net.set_projections(U.cpu())
+            U = U.cpu()  # a spare module beyond what the deflation found keeps its random start
+            net.set_projections(torch.cat([U, net.projections[0][U.shape[0] :].to(U)]) if len(U) < K else U)
         self.initial_projections_ = net.projections[0].clone()  # (K, b, m)
-        model = _AdditiveIndexNet(net, W0)
-        if self.linear_term and loss == "mse":
-            with torch.no_grad():  # the intercept: the linear start's mean over the fitting rows
-                Tm = T[fit_rows].mean(0)
-                model.c.copy_((Tm - Xs[fit_rows].mean(0) @ model.W[0]).unsqueeze(0))
+        model = AdditiveIndexNet(net, W0)
+        if c0 is not None:
+            with torch.no_grad():
+                model.c.copy_(c0.to(model.c).unsqueeze(0))
 
         batch = int(self.batch_size)
         B = batch if batch < n_fit else None
         val = (Xs[val_rows], T[val_rows]) if n_val else None
+        # patience counts optimiser steps, not epochs: at n = 4000 ten epochs were 280 steps, which stopped
+        # training before the modules aligned. The held-out loss is read about 10 times per patience
+        # window (at most once an epoch), so the stop comes within a tenth of the window of the patience
         epoch = max(1, -(-n_fit // batch)) if B else 1  # steps per pass over the fitting rows
+        steps, patience = int(self.max_steps), int(self.patience)
+        every = max(1, min(epoch, patience // 10, steps))
         self.history_ = train(
-            model, (Xs[fit_rows], T[fit_rows]), steps=int(self.max_steps), lr=float(self.lr), batch_size=B,
-            loss=loss, device=self.device, generator=seed + 2, val=val, early_stopping=bool(n_val),
-            patience=int(self.n_iter_no_change), eval_every=min(epoch, int(self.max_steps)),
-            weight_decay=float(self.alpha),
+            model, (Xs[fit_rows], T[fit_rows]), steps=steps, lr=float(self.lr), batch_size=B,
+            loss=self._loss, device=self.device, generator=seed + 2, val=val, early_stopping=bool(n_val),
+            patience=max(1, -(-patience // every)), eval_every=every, weight_decay=float(self.alpha),
         )  # fmt: skip
         # predictions in float64 on the CPU: independent of how rows are batched, and a model fitted on a
         # GPU predicts (and unpickles) on a machine without one
@@ -343,6 +320,8 @@ class _ModularEstimator(BaseEstimator):
                 X, target, max_modules, b, generator=seed + 1, device=self.device,
                 batch_size=self._rule_batch(n_rule), **options,
             )  # fmt: skip
+            evidence["spare_modules"] = min(int(self.spare_modules), m // b - K)
+            K += evidence["spare_modules"]
         K = int(K)
         if self.projection_init == "random":
             return K, None, evidence
@@ -365,10 +344,10 @@ class _ModularEstimator(BaseEstimator):
         var = parts.var(dim=1).sum(-1).numpy()  # (K + 1,)
         total = self._outputs_of(Xs).var(dim=0).sum().item()
         self.module_variance_ = var
-        self._total_variance = max(total, 1e-300)
-        self._input_quantiles = np.quantile(Z, np.linspace(0, 1, 101), axis=1)  # (101, K, b)
+        self.total_variance_ = max(total, 1e-300)
+        self.module_input_quantiles_ = np.quantile(Z, np.linspace(0, 1, 101), axis=1)  # (101, K, b)
         edges = [np.histogram_bin_edges(Z[i, :, 0], bins=30) for i in range(Z.shape[0])]
-        self._input_density = [
+        self.module_input_density_ = [
             (e, np.histogram(Z[i, :, 0], bins=e, density=True)[0]) for i, e in enumerate(edges)
         ]
 
@@ -439,7 +418,7 @@ class _ModularEstimator(BaseEstimator):
                 dict(
                     module=i, kind="module", projection=proj, offset=-(proj @ self.x_mean_), weights=U[i],
                     top_features=[(names[j], float(U[i][np.abs(U[i][:, j]).argmax(), j])) for j in top],
-                    variance_share=float(self.module_variance_[i] / self._total_variance),
+                    variance_share=float(self.module_variance_[i] / self.total_variance_),
                 )
             )  # fmt: skip
         if self.model_.W is not None:
@@ -449,7 +428,7 @@ class _ModularEstimator(BaseEstimator):
                 dict(
                     module=U.shape[0], kind="linear", projection=W / self.x_scale_, offset=None, weights=W,
                     top_features=[(names[j], float(W[np.abs(W[:, j]).argmax(), j])) for j in top],
-                    variance_share=float(self.module_variance_[-1] / self._total_variance),
+                    variance_share=float(self.module_variance_[-1] / self.total_variance_),
                 )
             )  # fmt: skip
         return out
@@ -467,21 +446,17 @@ class _ModularEstimator(BaseEstimator):
         check_is_fitted(self, "model_")
         n_points = check_int("n_points", n_points, low=2)
         net = self.model_.net
-        q = self._input_quantiles  # (101, K, b)
+        q = self.module_input_quantiles_  # (101, K, b)
         lo, hi, med = (q[0] + q[1]) / 2, (q[-1] + q[-2]) / 2, q[50]  # (K, b)
         K, b = med.shape
         Z = np.repeat(med[:, None, :], n_points, axis=1)  # (K, G, b)
         Z[:, :, 0] = np.linspace(lo[:, 0], hi[:, 0], n_points).T
-        h = torch.as_tensor(Z)
         with torch.no_grad():
-            for i, (W, c) in enumerate(zip(net.weights, net.biases, strict=True)):
-                h = h @ W[0] + c[0].unsqueeze(-2)
-                if i < len(net.weights) - 1:
-                    h = torch.relu(h)
-        f = (h / math.sqrt(K)).numpy() * self._output_scale()  # (K, G, out)
+            f = net.module_functions(torch.as_tensor(Z).unsqueeze(0))[0].numpy()  # (K, G, out)
+        f = f * self._output_scale()
         mods = self.describe_modules(feature_names)[:K]
         return dict(
-            z=Z[:, :, 0], f=f - f.mean(1, keepdims=True), density=self._input_density,
+            z=Z[:, :, 0], f=f - f.mean(1, keepdims=True), density=self.module_input_density_,
             variance_share=np.array([d["variance_share"] for d in mods]), outputs=self._output_names(),
             top_features=[d["top_features"] for d in mods],
         )  # fmt: skip
@@ -492,7 +467,7 @@ class _ModularEstimator(BaseEstimator):
         return tags
 
 
-class ModularRegressor(RegressorMixin, TransformerMixin, _ModularEstimator):
+class ModularRegressor(RegressorMixin, _ModularEstimator):
     """Kernel-initialised modular network for regression, y = w^T x + sum_i f_i(U_i x); multi-output allowed.
 
     Parameters (defaults chosen by benchmarks/bench_tabular.py, 5 splits; docs/estimators.md has the table)
@@ -530,24 +505,35 @@ class ModularRegressor(RegressorMixin, TransformerMixin, _ModularEstimator):
     def fit(self, X, y):
         X, y = self._validate_X(X, y, reset=True)
         y = np.asarray(y, dtype=np.float64)
-        self._y_1d = y.ndim == 1
+        self.y_ndim_ = y.ndim
         Y = y.reshape(len(y), -1)
         self.y_mean_ = Y.mean(axis=0)
         scale = Y.std(axis=0)
         self.y_scale_ = np.where(scale > 0, scale, 1.0)
         T = torch.tensor((Y - self.y_mean_) / self.y_scale_, dtype=torch.float32)  # (n, c)
-        return self._fit_network(X, T, T, Y.shape[1], "mse")
+        return self._fit_network(X, T, T, Y.shape[1])
+
+    _loss = "mse"  # of the standardised targets
+
+    @staticmethod
+    def _linear_start(Xf: torch.Tensor, target: torch.Tensor, out_dim: int):
+        """The linear term's start: the ridge fit of the targets, its penalty by leave-one-out, and the
+        intercept that centres it on the fitting rows. Returns (W (m, c), c (c,), penalty)."""
+        Xm, Tm = Xf.mean(0), target.mean(0)
+        W, penalty = _ridge_loo((Xf - Xm).numpy(), (target - Tm).numpy())
+        W = torch.as_tensor(W)
+        return W, Tm - Xm @ W, penalty
 
     def _output_scale(self) -> np.ndarray:
         return self.y_scale_
 
     def _output_names(self) -> list[str]:
-        return ["y"] if self._y_1d else [f"y{j}" for j in range(len(self.y_scale_))]
+        return ["y"] if self.y_ndim_ == 1 else [f"y{j}" for j in range(len(self.y_scale_))]
 
     def predict(self, X) -> np.ndarray:
         """Predicted targets, (n,) when fitted on a 1-d y, else (n, c)."""
         out = self._outputs(X).numpy() * self.y_scale_ + self.y_mean_
-        return out[:, 0] if self._y_1d else out
+        return out[:, 0] if self.y_ndim_ == 1 else out
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -561,7 +547,7 @@ def _cross_entropy(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(pred.reshape(S * B, C), y.reshape(S * B), reduction="none").reshape(S, B)
 
 
-class ModularClassifier(ClassifierMixin, TransformerMixin, _ModularEstimator):
+class ModularClassifier(ClassifierMixin, _ModularEstimator):
     """Kernel-initialised modular network for classification: one logit per class, summed over modules.
 
     Parameters as :class:`ModularRegressor`; the rule's targets are the one-hot class indicators. Needs at
@@ -579,7 +565,22 @@ class ModularClassifier(ClassifierMixin, TransformerMixin, _ModularEstimator):
         codes = torch.as_tensor(codes.reshape(-1), dtype=torch.long)
         T = codes.unsqueeze(1)  # (n, 1) class indices for the trainer
         onehot = F.one_hot(codes, C).to(torch.float32)  # (n, C): the rule's targets
-        return self._fit_network(X, T, onehot, C, _cross_entropy)
+        return self._fit_network(X, T, onehot, C)
+
+    _loss = staticmethod(_cross_entropy)
+
+    def _linear_start(self, Xf: torch.Tensor, target: torch.Tensor, out_dim: int):
+        """The linear term's start: multinomial logistic regression of the classes on the standardised
+        features (L2 penalty C = 1, scikit-learn's default), as the regressor starts at the ridge fit.
+        Returns (W (m, C), c (C,), None). With two classes, the one logit of the fit is split as +-1/2."""
+        from sklearn.linear_model import LogisticRegression  # the only place it is needed
+
+        codes = target.argmax(1).numpy()  # (n,) from the one-hot rule targets
+        fit = LogisticRegression(max_iter=1000).fit(Xf.numpy(), codes)
+        W, c = fit.coef_.T, fit.intercept_  # (m, C) and (C,), or (m, 1) and (1,) for two classes
+        if out_dim == 2:
+            W, c = np.concatenate([-W / 2, W / 2], axis=1), np.concatenate([-c / 2, c / 2])
+        return torch.as_tensor(W), torch.as_tensor(c), None
 
     def _output_scale(self) -> float:
         return 1.0

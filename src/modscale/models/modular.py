@@ -247,15 +247,30 @@ class ModularNet(Replicated):
         shared = self._check_input(x)
         return self._finish(self._module_outputs(x, shared).sum(1), shared)  # (S, n, out_dim)
 
+    def module_functions(self, z: torch.Tensor) -> torch.Tensor:
+        """Every module's MLP on its own inputs, f_i(z_i) / sqrt(K): z (S, K, n, b) -> (S, K, n, out_dim).
+
+        ``module_outputs(x)`` is ``module_functions(module_inputs(x))``; this reads the modules on any
+        input, e.g. a grid along each module's coordinate (the estimators' shape functions)."""
+        S, K = self.n_replicas, self.n_modules
+        if z.dim() != 4 or tuple(z.shape[:2]) != (S, K) or z.shape[-1] != self.weights[0].shape[-2]:
+            raise InvalidValue(
+                f"module inputs must have shape (S={S}, K={K}, n, {self.weights[0].shape[-2]}), "
+                f"got {tuple(z.shape)}"
+            )
+        return self._mlp(torch.matmul(z, self.weights[0]))  # (S, K, n, b) @ (S, K, b, w)
+
     def _module_outputs(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
-        W0, c0 = self.weights[0], self.biases[0]
+        W0 = self.weights[0]
         if self.projection == "none":
             # every module reads x itself: one GEMM against all (S, K) first-layer weights, no expanded copy
             xs = "nd" if shared else "snd"
-            h = torch.einsum(f"{xs},skdw->sknw", x, W0)
-        else:
-            h = torch.matmul(self._module_inputs(x, shared), W0)  # (S, K, n, b) @ (S, K, b, w)
-        h = h + c0.unsqueeze(-2)  # (S, K, n, w)
+            return self._mlp(torch.einsum(f"{xs},skdw->sknw", x, W0))
+        return self._mlp(torch.matmul(self._module_inputs(x, shared), W0))  # (S, K, n, b) @ (S, K, b, w)
+
+    def _mlp(self, h: torch.Tensor) -> torch.Tensor:
+        """The modules' MLPs after their first GEMM: h (S, K, n, w) -> (S, K, n, out_dim) / sqrt(K)."""
+        h = h + self.biases[0].unsqueeze(-2)  # (S, K, n, w)
         S, K, n = h.shape[:3]
         h = h.reshape(S * K, n, -1)
         # islice, not weights[1:]: a sliced ParameterList holds the registered tensors themselves, which

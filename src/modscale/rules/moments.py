@@ -56,7 +56,7 @@ from modscale.errors import InvalidValue
 from modscale.rules._inputs import as_data
 from modscale.rules.spectral import whitening
 
-_SIGNAL = 3.0  # a direction carries moment signal when its singular value exceeds 3x the null level
+_SIGNAL = 2.0  # a direction carries moment signal when its singular value exceeds 2x the null level
 _SWEEPS = 30  # Jacobi sweeps (converges in 5-10 for d <= 64)
 _MAX_ROWS = 200_000  # rows used (a fixed random subset beyond that)
 

@@ -301,3 +301,19 @@ def test_too_many_modules_and_bad_new_options():
         ModularRegressor(linear_term="yes", **QUICK).fit(X, y)
     with pytest.raises(InvalidValue, match="kernel_batch_size"):
         ModularRegressor(**{**QUICK, "kernel_batch_size": "big"}).fit(X, y)
+
+
+def test_spare_module_beyond_the_deflation_keeps_its_random_start():
+    """max_modules = 1: the count stops at 1 (the curve had not levelled off), the deflation found one
+    direction, and the spare module starts where the network's own initialisation put it."""
+    X, y = _data()
+    est = ModularRegressor(max_modules=1, random_state=5, **QUICK).fit(X, y)
+    assert est.module_selection_["n_modules"] == 1 and est.module_selection_["spare_modules"] == 1
+    assert est.n_modules_ == 2
+    net = ModularNet(6, 2, 1, est.width, est.depth, generator=5)  # the estimator's seed draws the network
+    torch.testing.assert_close(est.initial_projections_[1], net.projections[0][1])
+    torch.testing.assert_close(est.initial_projections_[0], est.module_selection_["projections"][0])
+    none = ModularRegressor(max_modules=1, spare_modules=0, random_state=5, **QUICK).fit(X, y)
+    assert none.n_modules_ == 1 and none.module_selection_["spare_modules"] == 0
+    fixed = ModularRegressor(n_modules=3, spare_modules=4, random_state=5, **QUICK).fit(X, y)
+    assert fixed.n_modules_ == 3  # an int n_modules is what it says

@@ -6,7 +6,8 @@ rule (:func:`modscale.rules.kernel_projections`, ``projection_init="kernel"``) o
 
     f(x) = (1 / sqrt(K)) sum_{i=1..K} f_i(U_i x),   f_i a ReLU MLP (``width``, ``depth``) on R^b,
 
-plus an optional linear term w^T x (``linear_term``, on by default), with Adam
+plus an optional linear term w^T x (``linear_term``, on by default; the two together are a
+:class:`modscale.models.AdditiveIndexNet`), with Adam
 (:func:`modscale.training.train`, weight decay ``alpha``, early stopping on by default) on the mean
 squared error of the standardised targets (:class:`ModularRegressor`) or the cross-entropy of the class
 logits (:class:`ModularClassifier`).
@@ -457,7 +458,7 @@ class _ModularEstimator(TransformerMixin, BaseEstimator):
         mods = self.describe_modules(feature_names)[:K]
         return dict(
             z=Z[:, :, 0], f=f - f.mean(1, keepdims=True), density=self.module_input_density_,
-            variance_share=np.array([d["variance_share"] for d in mods]), outputs=self._output_names(),
+            variance_share=np.array([d["variance_share"] for d in mods]), outputs=list(self.output_names_),
             top_features=[d["top_features"] for d in mods],
         )  # fmt: skip
 
@@ -470,42 +471,46 @@ class _ModularEstimator(TransformerMixin, BaseEstimator):
 class ModularRegressor(RegressorMixin, _ModularEstimator):
     """Kernel-initialised modular network for regression, y = w^T x + sum_i f_i(U_i x); multi-output allowed.
 
-    Parameters (defaults chosen by benchmarks/bench_tabular.py, 5 splits; docs/estimators.md has the table)
+    Parameters (the defaults and the measurements that chose them: docs/estimators.md, "Defaults")
     ----------
-    n_modules : an int K, or "auto" (default): K <= max_modules (8, and <= n_features / module_dim) by
-        :func:`modscale.rules.choose_n_modules` (held-out explained variance; it chose the planted K = 4 at
-        n = 4000, m = 20); its deflation's projections are reused, so "auto" costs about one more rule run.
-        n_modules * module_dim > n_features is an error.
+    n_modules : an int K, or "auto" (default): the count :func:`modscale.rules.choose_n_modules` picks
+        (held-out explained variance of the rule's deflation, at most ``max_modules`` and n_features /
+        module_dim) plus ``spare_modules``; the deflation's projections are reused. n_modules * module_dim
+        > n_features is an error.
+    spare_modules : modules added to the automatic count (1), started at the deflation's next direction
+        (random where it found none): a module the search missed has a held-out gain that looks like noise,
+        and a spare lets training find it. Ignored for an int n_modules.
     module_dim : b, the input width of each module (1).
-    linear_term : add w^T x + c, started at the leave-one-out ridge fit (regression) or zero logits
-        (classification) and trained jointly. True: ahead of False on 7 of 8 real data sets, equal on iris
-        (diabetes R^2 0.419 vs 0.389, wine accuracy 0.951 vs 0.844).
+    linear_term : add w^T x + c, trained jointly with the modules, started at the leave-one-out ridge fit
+        (regression) or at multinomial logistic regression (classification).
     alpha : L2 weight decay on every trained parameter (1e-4, as scikit-learn's MLP).
-    early_stopping, validation_fraction, n_iter_no_change : on by default, as scikit-learn's MLP: keep the
-        weights with the best loss on a held-out 10 %, evaluated once per epoch; stop after 10 evaluations
-        without improvement (below 20 samples all rows train for max_steps).
-    projection_init : "kernel" (the learning rule) or "random" (random unit directions; behind the rule on 6
-        of 8 real data sets and equal on 2).
+    early_stopping, validation_fraction, patience : on by default: hold out 10 % of the rows, keep the
+        weights with the best held-out loss and stop after ``patience`` optimiser steps (1000) without
+        improvement, the loss read about 10 times per patience window (at most once an epoch). Below 20
+        samples all rows train for max_steps.
+    projection_init : "kernel" (the learning rule) or "random" (random unit directions).
     kernel, strategy : the rule's kernel ("rbf", "laplace", "arccos", "ntk": the tangent kernel of the
         network's own first module at its initial weights) and strategy ("deflation", "independent").
     kernel_steps, kernel_batch_size, kernel_passes : the rule sized to n: 50 Adam steps per module, batch
-        "auto" = n / 4 capped at 256, one backfitting pass. Against the rule's own defaults (batch 512, 100
-        steps, 3 passes) at n = 3600: recovery 0.981-0.995 vs 0.984-0.998, 10x less time.
+        "auto" = n / 4 capped at 256, one backfitting pass.
     width, depth : every module's MLP. max_steps, lr, batch_size : Adam training of the network.
     device : "auto" (CUDA when available), "cpu", "cuda"; the fitted model is moved to the CPU (float64),
         so it pickles and predicts on any machine. random_state : int, RandomState or None (seed 0).
 
-    Attributes: model_ (the trained network), n_modules_, module_selection_ (choose_n_modules' evidence or
-    None), projections_ (K, b, n_features) after training, initial_projections_, linear_alpha_ (the
-    ridge penalty chosen), history_ (the trainer's History), x_mean_, x_scale_, y_mean_, y_scale_,
-    n_features_in_, modules_ (what each module learned), module_variance_. Methods: shape_functions,
-    describe_modules, transform.
+    Attributes: model_ (the trained :class:`modscale.models.AdditiveIndexNet`), n_modules_,
+    module_selection_ (choose_n_modules' evidence, with ``spare_modules``, or None), projections_ (K, b,
+    n_features) after training, initial_projections_, linear_alpha_ (the ridge penalty chosen), history_
+    (the trainer's History), x_mean_, x_scale_, y_mean_, y_scale_, y_ndim_, output_names_, n_features_in_,
+    feature_names_in_ (fitted on a frame with column names), modules_ (what each module learned),
+    module_variance_, total_variance_, module_input_quantiles_, module_input_density_. Methods:
+    shape_functions, describe_modules, transform, get_feature_names_out.
     """
 
     def fit(self, X, y):
         X, y = self._validate_X(X, y, reset=True)
         y = np.asarray(y, dtype=np.float64)
         self.y_ndim_ = y.ndim
+        self.output_names_ = ["y"] if y.ndim == 1 else [f"y{j}" for j in range(y.shape[1])]
         Y = y.reshape(len(y), -1)
         self.y_mean_ = Y.mean(axis=0)
         scale = Y.std(axis=0)
@@ -526,9 +531,6 @@ class ModularRegressor(RegressorMixin, _ModularEstimator):
 
     def _output_scale(self) -> np.ndarray:
         return self.y_scale_
-
-    def _output_names(self) -> list[str]:
-        return ["y"] if self.y_ndim_ == 1 else [f"y{j}" for j in range(len(self.y_scale_))]
 
     def predict(self, X) -> np.ndarray:
         """Predicted targets, (n,) when fitted on a 1-d y, else (n, c)."""
@@ -551,7 +553,8 @@ class ModularClassifier(ClassifierMixin, _ModularEstimator):
     """Kernel-initialised modular network for classification: one logit per class, summed over modules.
 
     Parameters as :class:`ModularRegressor`; the rule's targets are the one-hot class indicators. Needs at
-    least two classes. Attributes: classes_ and those of the regressor but y_mean_ / y_scale_.
+    least two classes. Attributes: classes_ and those of the regressor but y_mean_, y_scale_, y_ndim_,
+    linear_alpha_ (None: the linear term starts at logistic regression).
     """
 
     def fit(self, X, y):
@@ -559,6 +562,7 @@ class ModularClassifier(ClassifierMixin, _ModularEstimator):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
+        self.output_names_ = [f"logit {c}" for c in self.classes_]
         C = len(self.classes_)
         if C < 2:
             raise InvalidValue(f"y has 1 class ({self.classes_[0]!r}); a classifier needs at least 2 classes")
@@ -584,9 +588,6 @@ class ModularClassifier(ClassifierMixin, _ModularEstimator):
 
     def _output_scale(self) -> float:
         return 1.0
-
-    def _output_names(self) -> list[str]:
-        return [f"logit {c}" for c in self.classes_]
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (softmax of the logits), (n, n_classes), columns in the order of classes_."""

@@ -30,6 +30,7 @@ Only one process writes a store at a time (an exclusive ``flock``; the Ray backe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -64,6 +65,11 @@ class ResultsWarning(UserWarning):
 
 class StoreBusy(UsageError):
     """Another process holds the store's write lock."""
+
+
+class StoreWriteError(UsageError):
+    """A batch could not be written (disk full, file size limit, I/O error); the store was cut back to what
+    it held before the batch, so nothing of it counts as stored and a rerun resumes."""
 
 
 # ----------------------------------------------------------------------------------------------- hashing
@@ -405,10 +411,24 @@ class ResultsStore:
         lines = [r.to_json() + "\n" for r in records]
         if not lines:
             return 0
-        self._file.seek(0, os.SEEK_END)
-        self._file.write("".join(lines).encode())
+        # unbuffered writes on the descriptor: after a failure no buffer holds bytes to flush later
         self._file.flush()
-        os.fsync(self._file.fileno())
+        fd = self._file.fileno()
+        before = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview("".join(lines).encode())
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, before)  # the batch is not stored at all, not a torn part of it
+                os.fsync(fd)
+            raise StoreWriteError(
+                f"cannot write {len(lines)} run(s) to {self.path}: {err.strerror or err}; the store is as it "
+                "was before them. Free space (or raise the file size limit) and run the same command again: "
+                "the sweep resumes"
+            ) from None
         return len(lines)
 
     def load(self, *, warn: bool = True) -> Loaded:
@@ -453,6 +473,7 @@ __all__ = [
     "ResultsStore",
     "ResultsWarning",
     "StoreBusy",
+    "StoreWriteError",
     "Loaded",
     "Skipped",
     "config_hash",

@@ -29,6 +29,7 @@ from modscale.data import (
     fetch_cifar10,
     find_cifar10,
 )
+from modscale.data.cifar10 import OFFICIAL_SUBDIR, damage
 from modscale.data.fetch import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, archive_size
 from modscale.errors import FetchError, InvalidValue
 
@@ -188,6 +189,11 @@ def _folder_bytes(folder: Path) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     print(f"data home: {data_home()}")
+    fetched = default_fetch_dir() / OFFICIAL_SUBDIR
+    broken = damage(fetched) if args.data_dir is None else None
+    if broken is not None:
+        print(f"cifar10  damaged: {fetched}: {broken}; `modscale data fetch cifar10` replaces it")
+        return 0
     try:
         found = find_cifar10(args.data_dir)
     except InvalidValue as err:
@@ -209,7 +215,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if args.url is not None:  # a bad URL or checksum is refused before anything is printed or fetched
         Archive(args.url, fetch.CIFAR10_ARCHIVE.filename, sha256=args.sha256, md5=args.md5)
     dest = Path(args.dir).expanduser() if args.dir else default_fetch_dir()
-    if dest.is_dir():
+    broken = damage(dest / OFFICIAL_SUBDIR)
+    if broken is not None and not args.quiet:
+        print(f"{dest / OFFICIAL_SUBDIR} is damaged ({broken}); fetching it again", file=sys.stderr)
+    if dest.is_dir() and broken is None:
         with contextlib.suppress(InvalidValue):
             found = find_cifar10(dest)
             print(f"cifar10: already in {found.folder}; nothing downloaded")
@@ -226,9 +235,20 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         retries=args.retries,
         progress=make_download_progress(args.quiet),
+        waiting=_say_waiting,
     )
     print(f"cifar10: {folder}")
     return 0
+
+
+def _say_waiting(pid: int | None) -> None:
+    who = f"process {pid}" if pid else "another process"
+    print(
+        f"another fetch into this data home is running ({who}); waiting for it to finish "
+        "(Ctrl-C stops waiting and leaves its download alone)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def ensure_data(names, *, fetch_missing: bool, quiet: bool = False) -> dict[str, str]:
@@ -243,9 +263,12 @@ def ensure_data(names, *, fetch_missing: bool, quiet: bool = False) -> dict[str,
     for name in dict.fromkeys(names):
         if name != "cifar10":  # pragma: no cover - every registered data set is listed in DATASETS
             raise InvalidValue(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+        broken = damage(default_fetch_dir() / OFFICIAL_SUBDIR)
         try:
-            find_cifar10()
-            continue
+            if broken is None:
+                find_cifar10()
+                continue
+            not_found = f"the fetched copy in {default_fetch_dir() / OFFICIAL_SUBDIR} is damaged ({broken})"
         except InvalidValue as err:
             not_found = str(err)  # where it looked, and the command that fetches it
         if not fetch_missing:
@@ -261,7 +284,7 @@ def ensure_data(names, *, fetch_missing: bool, quiet: bool = False) -> dict[str,
                 flush=True,
             )
         try:
-            folder = fetch_cifar10(dest, progress=make_download_progress(quiet))
+            folder = fetch_cifar10(dest, progress=make_download_progress(quiet), waiting=_say_waiting)
         except (FetchError, InvalidValue) as err:
             missing[name] = f"CIFAR-10 could not be fetched: {err}"
             continue

@@ -59,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import pickle
 import warnings
@@ -120,6 +121,33 @@ def _layout(folder: Path) -> tuple[str, Path] | None:
         if all((candidate / name).is_file() for names in OFFICIAL_FILES.values() for name in names):
             return "official", candidate
     return None
+
+
+MANIFEST = ".modscale-manifest.json"  # written by a fetch beside the files it extracted: their sizes
+
+
+def write_manifest(folder: Path) -> None:
+    """Record every file's size in ``folder/MANIFEST`` (a fetch's extraction), for :func:`damage`."""
+    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({"sizes": sizes}, indent=1) + "\n")
+
+
+def damage(folder: Path) -> str | None:
+    """What is wrong with a fetched copy: a file its manifest lists that is missing or has another size.
+    None when every file is as extracted, or when ``folder`` has no manifest (a copy modscale did not
+    fetch: only its layout is checked)."""
+    try:
+        sizes = json.loads((folder / MANIFEST).read_text())["sizes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    problems = []
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != size:
+            problems.append(f"{name} has {path.stat().st_size:,} of {size:,} bytes")
+    return "; ".join(problems) or None
 
 
 def _expected_content() -> str:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import http.client
 import json
@@ -55,14 +56,18 @@ from modscale.data.cifar10 import (
     FETCH_COMMAND,
     OFFICIAL_SUBDIR,
     _layout,
+    damage,
     data_home,
     default_fetch_dir,
     load_cifar10,
+    write_manifest,
 )
 from modscale.errors import FetchError, InvalidType, InvalidValue
 
 CHUNK = 1 << 16
 MAX_EXTRACTED_BYTES = 1 << 30  # the official archive unpacks to 178 MB; anything far larger is refused
+MAX_MEMBERS = 1000  # the official archive has 8 members; a flood of tiny ones is refused before extracting
+LOCK_POLL_S = 0.5  # how often a second fetch looks whether the first has finished
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRIES = 3
 
@@ -144,13 +149,29 @@ class _Unreachable(Exception):
     """The request got no answer: refused, unreachable, no DNS, or silent for ``timeout`` seconds."""
 
 
+class _SameSchemeRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to the scheme the request used (never https -> http, never ftp or file)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        old, new = urllib.parse.urlsplit(req.full_url).scheme, urllib.parse.urlsplit(newurl).scheme
+        if new != old:
+            raise FetchError(
+                f"{_host(req.full_url)} redirected the download from {old}:// to {newurl!r}; only redirects "
+                f"that keep {old}:// are followed. Give the final URL with --url if you trust it"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameSchemeRedirects)
+
+
 def _request(archive: Archive, start: int, validator: str | None, timeout: float):
     headers = {"User-Agent": "modscale (https://pypi.org/project/modscale)", "Accept-Encoding": "identity"}
     if start:
         headers["Range"] = f"bytes={start}-"
         if validator:
             headers["If-Range"] = validator
-    return urllib.request.urlopen(urllib.request.Request(archive.url, headers=headers), timeout=timeout)
+    return _OPENER.open(urllib.request.Request(archive.url, headers=headers), timeout=timeout)
 
 
 def _content_range_total(value: str | None) -> tuple[int | None, int | None]:
@@ -193,8 +214,12 @@ def _download_once(archive: Archive, part: Path, meta: Path, timeout: float, pro
         length = int(length) if length and length.isdigit() else None
         if status == 206:
             first, total = _content_range_total(response.headers.get("Content-Range"))
-            if first != start:
-                raise FetchError(f"{_host(archive.url)} sent a range from byte {first}, asked from {start}")
+            if first != start:  # not the rest of our part: it cannot be trusted to continue it
+                response.close()
+                part.unlink()
+                raise _Dropped(
+                    f"{_host(archive.url)} sent a range from byte {first}, asked from {start}; starting again"
+                )
             mode = "ab"
         elif status == 200:
             start, total, mode = 0, length, "wb"  # the whole file (a fresh start, or If-Range said changed)
@@ -208,18 +233,28 @@ def _download_once(archive: Archive, part: Path, meta: Path, timeout: float, pro
         with open(part, mode) as f:
             while True:
                 try:
-                    block = response.read(CHUNK)
+                    block = response.read1(CHUNK)  # what has arrived: a stall keeps it
                 except (http.client.HTTPException, OSError) as err:  # reset, timeout, short read
                     raise _Dropped(
                         f"the connection broke after {done:,} bytes ({type(err).__name__})"
                     ) from None
                 if not block:
                     break
-                f.write(block)
+                try:
+                    f.write(block)
+                    f.flush()
+                except OSError as err:  # a full disk or a file size limit: retrying cannot help
+                    raise FetchError(
+                        f"cannot write the download to {part}: {err.strerror or err}; the bytes written so "
+                        "far are kept there. Free space and run the same command again to resume"
+                    ) from None
                 done += len(block)
                 progress.advance(done)
-        if total is not None and done < total:
-            raise _Dropped(f"the connection ended after {done:,} of {total:,} bytes")
+            f.flush()
+            os.fsync(f.fileno())  # what was received survives a crash of the machine, and is resumed
+        expected = total if total is not None else archive.size
+        if expected is not None and done < expected:  # a clean close short of the size: resume, not verify
+            raise _Dropped(f"the connection ended after {done:,} of {expected:,} bytes")
 
 
 def _connect_error(archive: Archive, err: BaseException, timeout: float, part: Path) -> FetchError:
@@ -316,7 +351,7 @@ def check_members(tar: tarfile.TarFile, source: str) -> list[tarfile.TarInfo]:
 
     Allowed: regular files and folders with relative paths that stay inside the destination; refused:
     absolute paths, ``..`` components, symbolic and hard links, devices, FIFOs, and archives that unpack to
-    more than :data:`MAX_EXTRACTED_BYTES`.
+    more than :data:`MAX_EXTRACTED_BYTES` or hold more than :data:`MAX_MEMBERS` members.
     """
     members, total = [], 0
     for m in tar:
@@ -338,6 +373,8 @@ def check_members(tar: tarfile.TarFile, source: str) -> list[tarfile.TarInfo]:
                 f"{source}: refusing to extract: it unpacks to more than {MAX_EXTRACTED_BYTES:,} bytes"
             )
         members.append(m)
+        if len(members) > MAX_MEMBERS:
+            raise FetchError(f"{source}: refusing to extract: it has more than {MAX_MEMBERS:,} members")
     return members
 
 
@@ -349,6 +386,8 @@ def extract_into(archive_path: Path, dest: Path, source: str) -> Path:
     """
     created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
+    for stale in dest.glob(".extract-*"):  # left by a fetch killed mid-extraction (callers hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     try:
         try:
@@ -358,7 +397,14 @@ def extract_into(archive_path: Path, dest: Path, source: str) -> Path:
                     tar.extractall(tmp, members=members, filter="data")
                 else:  # pragma: no cover - older 3.11 patch releases; check_members has refused the rest
                     tar.extractall(tmp, members=members)  # noqa: S202
-        except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise FetchError(
+                    f"cannot extract into {dest}: {err.strerror}; nothing was put in place. Free space (or "
+                    "fix the folder's permissions) and run the same command again"
+                ) from None
+            raise FetchError(f"{source} is not a readable tar.gz archive ({err})") from None
+        except (tarfile.TarError, EOFError, ValueError) as err:
             raise FetchError(f"{source} is not a readable tar.gz archive ({err})") from None
         extracted = tmp / OFFICIAL_SUBDIR
         if not extracted.is_dir() or _layout(extracted) is None:
@@ -371,8 +417,11 @@ def extract_into(archive_path: Path, dest: Path, source: str) -> Path:
             where = str(err).replace(str(extracted), OFFICIAL_SUBDIR)  # the temporary folder is gone by then
             raise FetchError(f"{source}: the extracted files are not CIFAR-10: {where}") from None
         target = dest / OFFICIAL_SUBDIR
+        write_manifest(extracted)  # so that a copy damaged later is recognised and repaired
+        _fsync_tree(extracted)  # the files are on disk before the rename makes them the copy
         try:
             os.replace(extracted, target)  # atomic; fails if a non-empty folder is already there
+            _fsync_dir(dest)
         except OSError as err:
             raise FetchError(f"cannot put the data in place at {target} ({err})") from None
         return target
@@ -381,6 +430,67 @@ def extract_into(archive_path: Path, dest: Path, source: str) -> Path:
         if created:
             with contextlib.suppress(OSError):
                 dest.rmdir()  # only when empty: after a failure, nothing is left in a folder we created
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for path in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
+        _fsync_dir(path)
+
+
+# --------------------------------------------------------------------------------------------- the lock
+
+
+@contextlib.contextmanager
+def fetch_lock(waiting=None):
+    """One fetch per data home at a time: an exclusive ``flock`` on a lock file in the system's temporary
+    folder named after the data home's path (so a fetch that fails offline writes nothing in the data home).
+
+    A second fetch waits until the first ends (the lock goes with the process, so a fetch killed with
+    SIGKILL frees it), calling ``waiting(pid)`` once with the holder's process id; it then finds the data
+    in place and downloads nothing. Without ``fcntl`` (not POSIX) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX only
+        yield
+        return
+    home = hashlib.sha256(str(data_home().resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"modscale-fetch-{home}.lock", "a+") as f:
+        told = False
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told and waiting is not None:
+                    f.seek(0)
+                    holder = f.read().strip()
+                    waiting(int(holder) if holder.isdigit() else None)
+                told = True
+                time.sleep(LOCK_POLL_S)
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            f.flush()  # closing the file releases the lock
 
 
 # --------------------------------------------------------------------------------------------- fetch
@@ -395,12 +505,15 @@ def fetch_cifar10(
     timeout: float = DEFAULT_TIMEOUT_S,
     retries: int = DEFAULT_RETRIES,
     progress: DownloadProgress | None = None,
+    waiting=None,
 ) -> Path:
     """Download, verify and extract CIFAR-10 into ``dest`` (default :func:`default_fetch_dir`); returns the
     ``cifar-10-batches-py`` folder.
 
     ``url`` with ``sha256`` and/or ``md5`` replaces the official source (a mirror). When ``dest`` already
     holds CIFAR-10 (either layout), nothing is downloaded and the folder holding the files is returned.
+    One fetch per data home runs at a time (:func:`fetch_lock`); ``waiting(pid)`` is called once when this
+    one waits for another.
     Raises :class:`~modscale.errors.FetchError` as the module docstring says.
     """
     if dest is not None and not isinstance(dest, str | os.PathLike):
@@ -419,6 +532,15 @@ def fetch_cifar10(
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise InvalidValue(f"retries must be an integer >= 0, got {retries!r}")
     dest = Path(dest).expanduser() if dest is not None else default_fetch_dir()
+    with fetch_lock(waiting):
+        return _fetch_locked(archive, dest, timeout, retries, progress)
+
+
+def _fetch_locked(archive: Archive, dest: Path, timeout: float, retries: int, progress) -> Path:
+    if dest.exists() and not dest.is_dir():
+        raise InvalidValue(f"{dest} exists and is not a folder")
+    if damage(dest / OFFICIAL_SUBDIR) is not None:  # a copy this module extracted, damaged since: replaced
+        shutil.rmtree(dest / OFFICIAL_SUBDIR)
     if dest.exists() and not dest.is_dir():
         raise InvalidValue(f"{dest} exists and is not a folder")
     if dest.is_dir() and _layout(dest) is not None:
@@ -455,4 +577,6 @@ __all__ = [
     "DownloadProgress",
     "downloads_dir",
     "MAX_EXTRACTED_BYTES",
+    "MAX_MEMBERS",
+    "fetch_lock",
 ]

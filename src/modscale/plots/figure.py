@@ -18,8 +18,10 @@ experiment that has results has a picture.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -136,7 +138,9 @@ def render(records: Sequence[Record]) -> list[FigureOutput]:
 def save(
     output: FigureOutput, directory: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150
 ) -> list[Path]:
-    """Write ``output`` as ``directory/<name>.<format>`` for each format; returns the paths."""
+    """Write ``output`` as ``directory/<name>.<format>`` for each format; returns the paths. Each file is
+    written under a temporary name and renamed, so a run killed while drawing leaves the previous complete
+    figure (or none), never a truncated one."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -145,7 +149,15 @@ def save(
     paths = []
     for fmt in formats:
         path = directory / f"{output.name}.{fmt}"
-        output.figure.savefig(path, format=fmt, dpi=dpi, bbox_inches="tight")
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            output.figure.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+            os.replace(tmp, path)
+        except OSError as err:  # a full disk, a file size limit, no permission
+            raise InvalidValue(f"cannot write the figure {path}: {err.strerror or err}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         paths.append(path)
     return paths
 

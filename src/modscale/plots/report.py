@@ -10,6 +10,7 @@ and its table of comparisons (ours: mean +- 1 SD over seeds, the seed count, the
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import math
@@ -216,8 +217,11 @@ def write_report(
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
-    except OSError as err:  # a parent that is a file, no permission...
+    except OSError as err:  # a parent that is a file, no permission, a full disk...
         raise InvalidValue(f"cannot write the report {path}: {err.strerror}") from None
+    finally:
+        with contextlib.suppress(OSError):  # after a failure; a renamed file is gone from there already
+            tmp.unlink(missing_ok=True)
     return path
 
 

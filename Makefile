@@ -37,8 +37,8 @@ wheel-check: venv
 	.ci/wheel-check $(BIN)/python "$(TORCH_PIN)"
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Each benchmark prints its figures and ends with one key=value line; benchmarks/README.md records them.
 bench: venv

@@ -474,7 +474,7 @@ def main(argv=None) -> int:
                     print(
                         f"{d:<22} {e:<8} split {seed}: {row['score']:.4f}  {row['seconds']:.1f} s", flush=True
                     )
-    print(table(rows, args.data, args.estimators, args.n))
+    print(table([r for r in rows if r["split"] < args.splits], args.data, args.estimators, args.n))
     return 0
 
 

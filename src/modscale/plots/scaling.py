@@ -19,11 +19,13 @@ A sample complexity read off a learning curve is a value or a bound (``censored`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import optimize, special
+from threadpoolctl import threadpool_limits
 
 LAWS = ("exp", "power")
 
@@ -142,11 +144,21 @@ def _mle(points: Sequence[Point], law: str, start: np.ndarray | None = None) -> 
 
 def fit_law(points: Sequence[Point], law: str = "exp", *, bootstrap: int = 200, seed: int = 0) -> Fit:
     """Fit log n* against m ("exp") or log m ("power") to ``points`` (several seeds per m), censored points
-    as bounds; bootstrap resamples seeds (each seed's whole curve over m), ``bootstrap`` times."""
+    as bounds; bootstrap resamples seeds (each seed's whole curve over m), ``bootstrap`` times. The same
+    arguments give the same Fit (kept: a report asks for each fit twice, for its figure and its verdicts)."""
     if law not in LAWS:
         raise ValueError(f"law must be one of {LAWS}, got {law!r}")
     if len({p.m for p in points}) < 2:
         raise ValueError("a law needs points at two or more m")
+    # one BLAS thread: scipy's L-BFGS-B calls BLAS on 3 parameters, and a thread pool's wake-ups cost 20x
+    # the arithmetic (a report over docs/paper-scale: 7.5 s per which_law with the default pool, 0.33 s
+    # with one thread, on a 2-core machine running another job)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_law(tuple(points), law, bootstrap, seed)
+
+
+@functools.lru_cache(maxsize=512)
+def _fit_law(points: tuple[Point, ...], law: str, bootstrap: int, seed: int) -> Fit:
     theta, ll = _mle(points, law)
     censored = sum(p.censored != "none" for p in points)
     interval = None

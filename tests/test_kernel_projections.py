@@ -111,9 +111,11 @@ def test_output_contract_and_reproducibility():
     auto = kernel_projections(X, y, 3, module_dim=2, generator=5, device="auto", **FAST)
     if not torch.cuda.is_available():
         assert torch.equal(U, auto)
-    U, info = kernel_projections(X, y, 2, generator=0, return_info=True, **FAST)
+    U, info = kernel_projections(X, y, 2, generator=0, return_info=True, init="spectral", **FAST)
     assert info.strategy == "deflation" and info.objective.shape == (2,) and np.isfinite(info.objective).all()
     assert 0 < info.explained <= 1 and info.spectrum.shape == (8,) and info.steps == 2 * (8 + 8 // 3)
+    U, info = kernel_projections(X, y, 2, generator=0, return_info=True, **FAST)  # moment starts, the default
+    assert info.init == "moments" and info.moment_signal >= 1 and info.spectrum is None
     U, info = kernel_projections(
         X, y, 2, strategy="independent", init="random", generator=0, return_info=True, **FAST
     )

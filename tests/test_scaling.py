@@ -91,3 +91,53 @@ def test_the_likelihood_gradient_matches_finite_differences():
             for e in np.eye(3)
         ]
         np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bootstrap_weight_is_the_point_listed_that_many_times():
+    # the bootstrap weighs each point by its seed's count in the draw; listing the drawn points out (what a
+    # resample is) must give the same likelihood and gradient
+    from modscale.plots.scaling import _negloglik
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(2, 12, size=24)
+    y = 1.0 + 0.4 * x + rng.normal(0, 0.5, size=24)
+    kind = rng.choice([0, 1, -1], size=24)
+    w = rng.integers(0, 4, size=24)
+    theta = np.array([0.8, 0.35, np.log(0.6)])
+    rep = np.repeat(np.arange(24), w)
+    weighted = _negloglik(theta, x, y, kind, w.astype(float))
+    listed = _negloglik(theta, x[rep], y[rep], kind[rep])
+    assert weighted[0] == pytest.approx(listed[0], rel=1e-12)
+    np.testing.assert_allclose(weighted[1], listed[1], rtol=1e-12)
+
+
+def test_the_fit_does_not_depend_on_the_order_of_its_points():
+    rng = np.random.default_rng(2)
+    pts = [Point(m, 5 * 1.6**m * rng.lognormal(0, 0.3), "none", s) for m in (2, 4, 6, 8) for s in range(5)]
+    a = fit_law(pts, "exp", bootstrap=30)
+    b = fit_law(pts[::-1], "exp", bootstrap=30)
+    assert a == b
+
+
+def test_newton_reaches_the_likelihood_maximum_that_lbfgs_finds():
+    # second route for the fits: scipy's L-BFGS-B on the (a, g, log sigma) likelihood from the same start;
+    # Newton in Olsen's parameters must reach at least its log-likelihood, at the same optimum, weighted or
+    # not, with sigma inside its bounds (the last case: points on a line, sigma at its floor)
+    from modscale.plots.scaling import _mle_batch, _mle_lbfgs, _start
+
+    rng = np.random.default_rng(3)
+    for case in range(12):
+        P = int(rng.integers(6, 60))
+        x = rng.choice([2.0, 4.0, 6.0, 8.0, 10.0], size=P)
+        noise = 0.0 if case == 11 else rng.uniform(0.05, 1.5)
+        y = 1.0 + rng.uniform(-0.5, 0.8) * x + rng.normal(0, noise, size=P)
+        kind = rng.choice([0, 0, 0, 1, -1], size=P) if case < 11 else np.zeros(P, int)
+        W = rng.integers(0, 3, size=(3, P)).astype(float)
+        W[0] = 1.0
+        start = np.broadcast_to(_start(x, y), (3, 3))
+        theta, ll = _mle_batch(x, y, kind, W, start)
+        for i in range(3):
+            ref, ref_ll = _mle_lbfgs(x, y, kind, W[i], start[i])
+            assert ll[i] >= ref_ll - 1e-6 * (1 + abs(ref_ll))
+            np.testing.assert_allclose(theta[i], ref, atol=2e-3)
+            assert np.log(0.02) - 1e-12 <= theta[i, 2] <= np.log(20.0) + 1e-12

@@ -171,7 +171,7 @@ def _comparisons(pts: dict[tuple, list[Point]]) -> list[Comparison]:
                 )
             )
         if len({p.m for p in ps}) >= 2:
-            exp_fit, _, said = which_law(ps, bootstrap=100)
+            exp_fit, _, said = which_law(ps, bootstrap=200)  # as the verdicts: one fit serves both
             out.append(
                 Comparison(
                     f"growth of n* per unit m, {regime}, {method} (exponential fit, bounds as bounds)",

@@ -39,10 +39,11 @@ FAMILY = ("monolithic", "modular-oracle")  # the theory's two models: monolithic
 def calibrate(rows: Sequence[Record], method: str):
     """The :class:`~modscale.theory.SpectrumFit` of ``method``'s random-features learning curves, or None."""
     n, p, m, test, k, b = [], [], [], [], [], []
+    top_eps = max((x.config["eps"] for x in rows if x.config["method"] == method), default=None)
     for r in rows:
         if r.config.get("regime") != "random-features" or r.config["method"] != method:
             continue
-        if r.config.get("eps") != max(x.config["eps"] for x in rows if x.config["method"] == method):
+        if r.config.get("eps") != top_eps:
             continue  # one job per curve: every eps of a seed stores the same history
         p_r = float(r.metrics.get("n_params", r.config["p"]))
         for n_i, loss, *_ in r.metrics.get("history", []):

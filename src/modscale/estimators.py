@@ -486,7 +486,8 @@ class ModularRegressor(RegressorMixin, _ModularEstimator):
     module_dim : b, the input width of each module (1).
     linear_term : add w^T x + c, trained jointly with the modules, started at the leave-one-out ridge fit
         (regression) or at multinomial logistic regression (classification).
-    alpha : L2 weight decay on every trained parameter (1e-4, as scikit-learn's MLP).
+    alpha : L2 penalty (alpha / 2) |theta|^2 on every trained parameter, added to the mean loss whatever n
+        (1e-4; scikit-learn's MLP divides its alpha by n).
     early_stopping, validation_fraction, patience : on by default: hold out 10 % of the rows, keep the
         weights with the best held-out loss and stop after ``patience`` optimiser steps (1000) without
         improvement, the loss read about 10 times per patience window (at most once an epoch). Below 20

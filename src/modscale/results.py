@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from modscale import __version__
+from modscale._files import fsync_dir as _fsync_dir
 from modscale._provenance import code_version
 from modscale.errors import InvalidType, InvalidValue, UsageError
 
@@ -434,20 +435,6 @@ class ResultsStore:
     def load(self, *, warn: bool = True) -> Loaded:
         """The records stored so far (see :func:`load`)."""
         return load(self.path, warn=warn)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a newly created file's directory entry durable too (POSIX)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------------------------- summaries

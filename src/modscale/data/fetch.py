@@ -52,6 +52,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from modscale._files import fsync_dir as _fsync_dir
 from modscale.data.cifar10 import (
     FETCH_COMMAND,
     OFFICIAL_SUBDIR,
@@ -430,15 +431,6 @@ def extract_into(archive_path: Path, dest: Path, source: str) -> Path:
         if created:
             with contextlib.suppress(OSError):
                 dest.rmdir()  # only when empty: after a failure, nothing is left in a folder we created
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can open a folder
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -334,8 +334,10 @@ class MonolithicCNN(_ImageNet):
 
     Parameters
     ----------
-    k_slots : k. channels, hidden : as for :class:`ImageModularNet`; pick ``hidden`` with
-    :meth:`hidden_for` to match a modular network's parameter count. n_replicas, generator : as there.
+    k_slots : k, the number of images side by side.
+    channels, hidden : as for :class:`ImageModularNet`; pick ``hidden`` with :meth:`hidden_for` to match a
+        modular network's parameter count.
+    n_replicas, generator : as for :class:`ImageModularNet`.
     """
 
     def __init__(

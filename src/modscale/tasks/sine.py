@@ -121,6 +121,8 @@ def _inverse_sqrt(C: torch.Tensor) -> torch.Tensor:
 class SineTask:
     """Sum of k sine-wave modules on b-dimensional projections of an m-dimensional Gaussian input.
 
+    The ground truth (``projections``, ``module_inputs``, ``module_outputs``, ``target``) is for evaluation.
+
     Parameters
     ----------
     m : input dimension.
@@ -134,8 +136,6 @@ class SineTask:
     generator : torch.Generator, int seed or None (seed 0) for the task's random parameters (U, v, phases,
         A); the task also derives from it a private stream used by :meth:`sample` when no generator is given.
     frequencies, amplitudes : keyword-only overrides of the omega_j and a_j, each of length n_components.
-
-    The ground truth (``projections``, ``module_inputs``, ``module_outputs``, ``target``) is for evaluation.
     """
 
     def __init__(

@@ -6,10 +6,13 @@ docstrings into the Markdown the site renders, before any docstring is parsed.
   class's members): a target that exists becomes an *optional* reference, a link when the object has a page
   in the API reference and plain code when it is private; a target that resolves to nothing stays a
   required reference, which autorefs reports and the strict build fails on.
+- numpy-style ``name : description`` entries get their description on the next line, where numpydoc
+  expects it (the text after the colon is the type's place, and the signature gives the types).
 - ``.. math::`` blocks become display math for pymdownx.arithmatex (MathJax renders them).
 - ``Example::`` and other paragraphs ending in ``::`` end in ``:``, and the indented block after them is
   fenced as code, as reST meant it to be.
 - Doctest lines (``>>>``) are fenced as ``pycon``: Markdown would otherwise render them as nested quotes.
+- ``<`` in prose is escaped: docstrings hold no HTML, and ``<a, b>`` would otherwise vanish as a tag.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from griffe import Extension, Module, NameResolutionError, Object
 
 _ROLE = re.compile(r":(?:py:)?(func|class|mod|meth|attr|data|exc|obj):`(~?)([^`<>]+?)`")
 _MATH = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<first>.*)$")
+_CODE_SPAN = re.compile(r"(``.+?``|`[^`]+`)")
+_PARAMETER_SECTION = re.compile(r"^\s*(Parameters|Other Parameters|Attributes|Keyword Arguments)\s*$")
+_ENTRY = re.compile(
+    r"^\s*(?P<names>\*{0,2}[A-Za-z_]\w*(?:\s*,\s*\*{0,2}[A-Za-z_]\w*)*)\s+:\s+(?P<text>\S.*)$"
+)
 
 
 def _lookup(root: Module, path: str) -> bool:
@@ -98,6 +106,25 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
+def _numpy_parameters(lines: list[str]) -> list[str]:
+    """In numpy-style parameter lists, modscale writes ``name : description`` (the slot numpydoc keeps for
+    the type) and lets the signature carry the types; the description moves to its own indented line, where
+    the numpy parser reads it as the description."""
+    out: list[str] = []
+    base: int | None = None  # the indentation of the entries of the section being read
+    for i, line in enumerate(lines):
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if following.strip() and set(following.strip()) == {"-"}:  # a section header comes
+            base = _indent(line) if _PARAMETER_SECTION.match(line) else None
+        entry = _ENTRY.match(line)
+        if base is not None and entry and _indent(line) == base:
+            pad = " " * base
+            out += [pad + entry.group("names"), pad + "    " + entry.group("text")]
+        else:
+            out.append(line)
+    return out
+
+
 def _literal_blocks(lines: list[str]) -> list[str]:
     """reST's ``text::`` before an indented block becomes ``text:`` and the block a fenced code block at
     the paragraph's own indentation (a Google-style section would otherwise dedent it into prose)."""
@@ -156,9 +183,28 @@ def _doctests(lines: list[str]) -> list[str]:
     return out
 
 
+def _escape_angles(lines: list[str]) -> list[str]:
+    """``<`` in prose is text, never HTML: ``<df(x)/dtheta, df(z)/dtheta>`` would vanish as an unknown tag.
+    Code spans, fenced code and display math are left as they are."""
+    out: list[str] = []
+    verbatim = None  # the fence or "$$" of the block being passed through
+    for line in lines:
+        mark = line.strip()
+        if verbatim is None and (mark.startswith("```") or mark == "$$"):
+            verbatim = "```" if mark.startswith("```") else "$$"
+        elif verbatim is not None:
+            if mark == verbatim:
+                verbatim = None
+        else:
+            parts = _CODE_SPAN.split(line)  # odd parts are code spans
+            line = "".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
+        out.append(line)
+    return out
+
+
 def to_markdown(text: str, obj: Object, root: Module) -> str:
-    lines = _math_blocks(text.splitlines())
-    lines = _doctests(_literal_blocks(lines))
+    lines = _numpy_parameters(_math_blocks(text.splitlines()))
+    lines = _escape_angles(_doctests(_literal_blocks(lines)))
     return _ROLE.sub(lambda m: _role(obj, root, m), "\n".join(lines))
 
 

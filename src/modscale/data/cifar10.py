@@ -596,10 +596,13 @@ def load_cifar10(
 
     Returns
     -------
-    Cifar10Arrays ``(x_train (50000, 32, 32, 3), y_train (50000,), x_test (10000, 32, 32, 3), y_test
-    (10000,))``, all uint8. The arrays are fresh copies the caller may modify.
+    Cifar10Arrays
+        ``(x_train (50000, 32, 32, 3), y_train (50000,), x_test (10000, 32, 32, 3), y_test (10000,))``, all
+        uint8. The arrays are fresh copies the caller may modify.
 
-    Example::
+    Examples
+    --------
+    ::
 
         x_train, y_train, x_test, y_test = load_cifar10("path/to/cifar10", cache_dir="/tmp/cache")
     """

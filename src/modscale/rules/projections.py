@@ -617,7 +617,8 @@ def kernel_projections(
 
     Returns
     -------
-    U : (K, b, in_dim) tensor, or (U, info) with ``return_info=True``.
+    torch.Tensor or tuple
+        U (K, b, in_dim), or (U, info) with ``return_info=True``.
 
     Raises
     ------

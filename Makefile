@@ -37,7 +37,7 @@ test: venv
 # link, a page missing from the nav, an unresolved cross-reference or a docstring that does not parse fails
 # the build. Its packages are the [docs] extra, installed here on first use.
 docs: $(DOCS_STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	@echo "docs: site/index.html"
 
 $(DOCS_STAMP): $(STAMP)

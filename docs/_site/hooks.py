@@ -5,12 +5,14 @@
   GitHub shows and nothing is copied by hand.
 - MathJax (the SVG build, which needs no web fonts) is copied from the ``django-static-mathjax`` package of
   the ``[docs]`` extra, so math renders with no network, also when the site is opened from disk.
-- Every subpackage that ``modscale.__all__`` exports must have its page under docs/api/: a new subpackage
-  without one is a warning, which the strict build turns into a failure.
+- Every subpackage that ``modscale.__all__`` exports must have its page under docs/api/, and every name of
+  its ``__all__`` must be rendered there: anything missing is a warning, which the strict build turns into
+  a failure.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.resources
 import logging
 import re
@@ -19,6 +21,7 @@ from pathlib import Path
 from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src" / "modscale"
 MATHJAX = "es5/tex-svg-full.js"  # every TeX extension in one file: nothing is loaded on demand
 MATHJAX_DEST = "_site/mathjax/tex-svg-full.js"  # mkdocs.yml's extra_javascript names this path
 
@@ -56,13 +59,35 @@ def on_files(files: Files, config) -> Files:
     return files
 
 
-def on_config(config):
-    import modscale  # lazy subpackages: this imports nothing heavy
+def _exported(name: str) -> list[str]:
+    """``__all__`` of modscale.<name>, read from the source (no import: the build never loads torch)."""
+    package = SRC / name / "__init__.py"
+    tree = ast.parse((package if package.is_file() else SRC / f"{name}.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    return []
 
-    api = Path(config["docs_dir"]) / "api"
+
+def on_post_build(config) -> None:
+    """Every subpackage of ``modscale.__all__`` has its API page, and every name its ``__all__`` exports
+    is rendered there; anything missing is a warning, which the strict build turns into a failure."""
+    import modscale  # its subpackages load lazily: this imports nothing heavy
+
+    api = Path(config["site_dir"]) / "api"
     for name in modscale.__all__:
-        if name != "__version__" and not (api / f"{name}.md").is_file():
+        if name == "__version__":
+            continue
+        page = api / f"{name}.html"
+        if not page.is_file():
             log.warning(
                 "modscale.%s is exported by modscale.__all__ but has no page docs/api/%s.md", name, name
             )
-    return config
+            continue
+        html = page.read_text(encoding="utf-8")
+        for member in _exported(name):
+            path = f"modscale.{name}.{member}"
+            # modscale.plots.figure is a function and the name of its submodule: it is rendered by its
+            # module's path, modscale.plots.figure.figure.
+            if f'id="{path}"' not in html and f'id="{path}.{member}"' not in html:
+                log.warning("%s is exported but not rendered on docs/api/%s.md", path, name)

@@ -66,6 +66,7 @@ from modscale.models._replicas import Replicated, init_replicas
 N_CLASSES = 10
 IMAGE_SIDE = 32
 IMAGE_PROJECTIONS = ("linear", "fixed")
+"""ImageModularNet's slot mixtures: learned, or fixed buffers."""
 DEFAULT_CHANNELS = (16, 32)
 DEFAULT_HIDDEN = 64
 

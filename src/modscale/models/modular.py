@@ -47,6 +47,7 @@ from modscale.models._replicas import Replicated, init_replicas
 from modscale.models.mlp import _solve_width
 
 PROJECTIONS = ("linear", "nonlinear", "none", "fixed")
+"""ModularNet's projections of the input: learned linear, learned nonlinear, none, or fixed buffers."""
 
 
 class ModularNet(Replicated):

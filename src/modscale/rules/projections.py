@@ -76,7 +76,9 @@ from modscale.rules.objective import kernel_objective, rbf_objective
 from modscale.rules.spectral import sdr_matrix, spectral_directions
 
 STRATEGIES = ("independent", "deflation")
+"""kernel_projections' strategies: the paper's independent restarts, and modules one at a time."""
 INITS = ("moments", "spectral", "random")
+"""kernel_projections' starts: Hermite moments (the default), the SIR/SAVE span, random unit rows."""
 _LR, _LR_MOMENTS = 0.05, 0.01  # lr=None: Adam's step from spectral or random starts, and from moments
 _MAX_GROUPS = 256  # moment starts of b >= 2 directions screened per module (all b-subsets up to this)
 _N_EVAL = 4  # held-out batches that pick the best restart

@@ -62,7 +62,9 @@ from modscale._torch import as_generator
 from modscale.errors import InvalidType, InvalidValue
 
 DEFAULT_FREQUENCIES = (1.0, 3.0, 5.0)
+"""The sine components' frequencies omega_j, for up to 3 components."""
 DEFAULT_AMPLITUDES = (1.0, 0.5, 0.2)
+"""The sine components' amplitudes a_j, for up to 3 components."""
 NONLINEAR_MC_DRAWS = 2**17
 _GH_NODES = 64  # Gauss-Hermite nodes per dimension for E tanh(s) tanh(t); error < 1e-10 at 64 nodes
 _REGIONS = ("even", "odd", "all")

@@ -54,6 +54,7 @@ from modscale.rules.kernels import KERNELS, ntk
 from modscale.training import train
 
 PROJECTION_INITS = ("kernel", "random")
+"""``projection_init``'s choices: the kernel learning rule, or random projections."""
 _RIDGE_ALPHAS = np.logspace(-3, 3, 13)  # the linear term's ridge, chosen by leave-one-out (closed form)
 
 

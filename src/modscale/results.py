@@ -56,7 +56,9 @@ except ImportError:  # pragma: no cover - not on Linux/macOS
     fcntl = None  # type: ignore[assignment]
 
 FORMAT = 1
+"""The store format this version writes and the newest it reads."""
 FILENAME = "results.jsonl"
+"""The store's file inside its folder."""
 REQUIRED = ("experiment", "config", "config_hash", "seed", "metrics", "wall_s", "device", "version")
 
 

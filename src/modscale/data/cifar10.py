@@ -75,11 +75,14 @@ from modscale.errors import InvalidType, InvalidValue
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
+"""The ten class names, in label order."""
 N_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)  # NHWC: rows, columns, RGB
 STANDARD_COUNTS = {"train": 50_000, "test": 10_000}
 DATA_ENV = "MODSCALE_DATA"
+"""The environment variable naming a folder that holds CIFAR-10."""
 CACHE_ENV = "MODSCALE_CACHE"
+"""The environment variable that moves the data home."""
 DEFAULT_RELATIVE_DIR = Path("..") / "shared" / "data" / "cifar10"
 NPZ_FILES = {"train": "train.npz", "test": "test.npz"}
 OFFICIAL_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
@@ -87,6 +90,7 @@ OFFICIAL_SUBDIR = "cifar-10-batches-py"
 OFFICIAL_META = "batches.meta"
 HOME_SUBDIR = "cifar10"  # <data home>/cifar10: the fetched archive's folder and the decode cache
 FETCH_COMMAND = "modscale data fetch cifar10"
+"""The command that downloads CIFAR-10, as error messages name it."""
 _CACHE_VERSION = 1  # bump when the cache layout changes; part of the cache file name
 
 
@@ -596,10 +600,13 @@ def load_cifar10(
 
     Returns
     -------
-    Cifar10Arrays ``(x_train (50000, 32, 32, 3), y_train (50000,), x_test (10000, 32, 32, 3), y_test
-    (10000,))``, all uint8. The arrays are fresh copies the caller may modify.
+    Cifar10Arrays
+        ``(x_train (50000, 32, 32, 3), y_train (50000,), x_test (10000, 32, 32, 3), y_test (10000,))``, all
+        uint8. The arrays are fresh copies the caller may modify.
 
-    Example::
+    Examples
+    --------
+    ::
 
         x_train, y_train, x_test, y_test = load_cifar10("path/to/cifar10", cache_dir="/tmp/cache")
     """

@@ -115,6 +115,7 @@ CIFAR10_ARCHIVE = Archive(
     md5="c58f30108f718f92721af3b95e74349a",
     size=170_498_071,
 )
+"""The official CIFAR-10 python archive: its address, file name, checksums and size."""
 
 
 class DownloadProgress:

@@ -32,6 +32,7 @@ from modscale.experiments.experiment import Context, Experiment, Job
 from modscale.experiments.schedule import Chunk
 
 BACKENDS = ("local", "ray")
+"""Where chunks run: worker processes on this machine, or Ray tasks."""
 CONNECT_TIMEOUT_S = 20.0
 _PROBE_TIMEOUT_S = 5.0
 

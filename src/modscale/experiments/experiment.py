@@ -37,6 +37,7 @@ from modscale.errors import InvalidType, InvalidValue
 from modscale.results import config_hash
 
 TIERS = ("smoke", "small", "paper")
+"""Every experiment's sizes: seconds (the tests), minutes on a 2-core CPU (make run), the paper's."""
 _TYPE_NAMES = {int: "int", float: "float", bool: "bool (true/false)", str: "str"}
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}

@@ -66,6 +66,7 @@ from modscale.models._replicas import Replicated, init_replicas
 N_CLASSES = 10
 IMAGE_SIDE = 32
 IMAGE_PROJECTIONS = ("linear", "fixed")
+"""ImageModularNet's slot mixtures: learned, or fixed buffers."""
 DEFAULT_CHANNELS = (16, 32)
 DEFAULT_HIDDEN = 64
 
@@ -334,8 +335,10 @@ class MonolithicCNN(_ImageNet):
 
     Parameters
     ----------
-    k_slots : k. channels, hidden : as for :class:`ImageModularNet`; pick ``hidden`` with
-    :meth:`hidden_for` to match a modular network's parameter count. n_replicas, generator : as there.
+    k_slots : k, the number of images side by side.
+    channels, hidden : as for :class:`ImageModularNet`; pick ``hidden`` with :meth:`hidden_for` to match a
+        modular network's parameter count.
+    n_replicas, generator : as for :class:`ImageModularNet`.
     """
 
     def __init__(

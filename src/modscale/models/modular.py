@@ -47,10 +47,14 @@ from modscale.models._replicas import Replicated, init_replicas
 from modscale.models.mlp import _solve_width
 
 PROJECTIONS = ("linear", "nonlinear", "none", "fixed")
+"""ModularNet's projections of the input: learned linear, learned nonlinear, none, or fixed buffers."""
 
 
 class ModularNet(Replicated):
     """K module MLPs on learned (or fixed, or no) projections of the input, summed with weight 1/sqrt(K).
+
+    forward(x): x (n, in_dim) shared by all replicas or (S, n, in_dim) -> (S, n, out_dim); a single replica
+    fed a 2-D batch returns (n, out_dim).
 
     Parameters
     ----------
@@ -64,9 +68,6 @@ class ModularNet(Replicated):
     generator : torch.Generator, int seed or None (seed 0) shared by all replicas, or a sequence of S of
         them, one per replica (replica s then equals the single network built from ``generator[s]``).
     projection_width : hidden width of the nonlinear projections (default in_dim).
-
-    forward(x): x (n, in_dim) shared by all replicas or (S, n, in_dim) -> (S, n, out_dim); a single replica
-    fed a 2-D batch returns (n, out_dim).
     """
 
     def __init__(

@@ -24,9 +24,9 @@ _KEYS = ("z", "f", "density", "variance_share", "outputs", "top_features")
 def plot_modules(shapes: dict, *, columns: int = 4, title: str | None = None):
     """One panel per module: f_i(z) (one line per output or class logit) over the input density (grey).
 
-    ``shapes``: the dict of :meth:`ModularRegressor.shape_functions`, z (K, G), f (K, G, out), density (K
-    pairs of bin edges and densities), variance_share (K,), outputs (out names), top_features (K lists of
-    (name, weight)). Returns a matplotlib Figure (nothing is shown or saved).
+    ``shapes``: the dict of :meth:`modscale.estimators.ModularRegressor.shape_functions`, z (K, G),
+    f (K, G, out), density (K pairs of bin edges and densities), variance_share (K,), outputs (out names),
+    top_features (K lists of (name, weight)). Returns a matplotlib Figure (nothing is shown or saved).
     """
     if not isinstance(shapes, dict) or any(k not in shapes for k in _KEYS):
         raise InvalidValue(f"shapes must be the dict of est.shape_functions() with keys {list(_KEYS)}")

@@ -76,7 +76,9 @@ from modscale.rules.objective import kernel_objective, rbf_objective
 from modscale.rules.spectral import sdr_matrix, spectral_directions
 
 STRATEGIES = ("independent", "deflation")
+"""kernel_projections' strategies: the paper's independent restarts, and modules one at a time."""
 INITS = ("moments", "spectral", "random")
+"""kernel_projections' starts: Hermite moments (the default), the SIR/SAVE span, random unit rows."""
 _LR, _LR_MOMENTS = 0.05, 0.01  # lr=None: Adam's step from spectral or random starts, and from moments
 _MAX_GROUPS = 256  # moment starts of b >= 2 directions screened per module (all b-subsets up to this)
 _N_EVAL = 4  # held-out batches that pick the best restart
@@ -588,32 +590,51 @@ def kernel_projections(
     ----------
     X : (n, in_dim) inputs (array or tensor), standardised; or (n, in_dim, *features), where a module's
         input is the mixture sum_j U_ij X[:, j] of feature vectors (e.g. image slots), flattened for the
-        kernel (needs init="random"). y : (n,) or (n, c) targets (centred here; the objective sums over
-        the c columns).
+        kernel (needs init="random").
+    y : (n,) or (n, c) targets (centred here; the objective sums over the c columns).
     n_modules, module_dim : K and b.
     kernel : "rbf" | "laplace" | "arccos" | "ntk" (:mod:`.kernels`; ntk uses a width-64 one-hidden-layer ReLU
         network drawn from ``generator``) or a callable k(Z1 (..., B, b), Z2) -> (..., B, B).
     strategy : "independent" (the paper's K random restarts) or "deflation" (each module on the residual).
     steps : Adam steps per module (deflation; each backfitting pass adds steps // 3 per module) or in all
-        (independent). batch_size : B, the minibatch (n >= B). lr : Adam learning rate (an angle per step);
-        None: 0.01 from moment starts of one-dimensional modules, 0.05 otherwise.
-    restarts : R starts optimised together per deflation step. n_candidates : random candidates screened.
-    init : "moments", "spectral" or "random" starts (module docstring). passes : deflation backfitting rounds.
+        (independent).
+    batch_size : B, the minibatch (n >= B).
+    lr : Adam learning rate (an angle per step); None: 0.01 from moment starts of one-dimensional modules,
+        0.05 otherwise.
+    restarts : R starts optimised together per deflation step.
+    n_candidates : random candidates screened.
+    init : "moments", "spectral" or "random" starts (module docstring).
+    passes : deflation backfitting rounds.
     bandwidth : rbf / laplace bandwidth, or None for the median heuristic on each batch.
-    jitter : ridge relative to the kernel's mean diagonal. n_centres : Nystrom centres (default
-        min(1000, 100 b)). ridge : Nystrom ridge (per sample).
+    jitter : ridge relative to the kernel's mean diagonal.
+    n_centres : Nystrom centres (default min(1000, 100 b)).
+    ridge : Nystrom ridge (per sample).
     in_span : with init="spectral", search for the modules inside the spectral span only (module
         docstring); False searches all of R^in_dim, which finds a module the span misses but loses the
         modules to minibatch noise at large in_dim.
-    generator : torch.Generator or int seed (every random choice comes from it). device : None (X's device),
-        "auto", "cpu", "cuda". progress : None (a progress bar on a terminal), True, False.
+    generator : torch.Generator or int seed (every random choice comes from it).
+    device : None (X's device), "auto", "cpu", "cuda".
+    progress : None (a progress bar on a terminal), True, False.
     return_info : also return a :class:`KernelRuleInfo`.
 
-    Bad input (NaN/inf, module_dim > in_dim, n_modules < 1, n < batch_size, ...) raises InvalidValue or
-    InvalidType before any work. Cost: steps x restarts x O(B^3) per module plus O(n m^2) for the spectral
-    start; memory O(restarts B^2 + n K c).
+    Returns
+    -------
+    torch.Tensor or tuple
+        U (K, b, in_dim), or (U, info) with ``return_info=True``.
 
-    Example::
+    Raises
+    ------
+    InvalidValue, InvalidType
+        Bad input (NaN/inf, module_dim > in_dim, n_modules < 1, n < batch_size, ...), before any work.
+
+    Notes
+    -----
+    Cost: steps x restarts x O(B^3) per module plus O(n m^2) for the spectral start; memory
+    O(restarts B^2 + n K c).
+
+    Examples
+    --------
+    ::
 
         task = SineTask(m=16, k=4, generator=0)
         X, y = task.sample(4000, generator=1)

@@ -76,6 +76,7 @@ from modscale.data.cifar10 import N_CLASSES, Cifar10Arrays, load_cifar10
 from modscale.errors import InvalidType, InvalidValue
 
 NOISE_LEVELS = (0.1, 0.2, 0.5, 1.0)
+"""Standard deviations of the Gaussian noise on normalised pixels that the experiments evaluate at."""
 WHICH = ("seen", "unseen")
 SPLITS = ("train", "test")
 MAX_K = 18  # class tuples are coded in int64: 10^18 < 2^63

@@ -62,7 +62,9 @@ from modscale._torch import as_generator
 from modscale.errors import InvalidType, InvalidValue
 
 DEFAULT_FREQUENCIES = (1.0, 3.0, 5.0)
+"""The sine components' frequencies omega_j, for up to 3 components."""
 DEFAULT_AMPLITUDES = (1.0, 0.5, 0.2)
+"""The sine components' amplitudes a_j, for up to 3 components."""
 NONLINEAR_MC_DRAWS = 2**17
 _GH_NODES = 64  # Gauss-Hermite nodes per dimension for E tanh(s) tanh(t); error < 1e-10 at 64 nodes
 _REGIONS = ("even", "odd", "all")
@@ -121,6 +123,8 @@ def _inverse_sqrt(C: torch.Tensor) -> torch.Tensor:
 class SineTask:
     """Sum of k sine-wave modules on b-dimensional projections of an m-dimensional Gaussian input.
 
+    The ground truth (``projections``, ``module_inputs``, ``module_outputs``, ``target``) is for evaluation.
+
     Parameters
     ----------
     m : input dimension.
@@ -134,8 +138,6 @@ class SineTask:
     generator : torch.Generator, int seed or None (seed 0) for the task's random parameters (U, v, phases,
         A); the task also derives from it a private stream used by :meth:`sample` when no generator is given.
     frequencies, amplitudes : keyword-only overrides of the omega_j and a_j, each of length n_components.
-
-    The ground truth (``projections``, ``module_inputs``, ``module_outputs``, ``target``) is for evaluation.
     """
 
     def __init__(

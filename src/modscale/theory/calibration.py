@@ -65,12 +65,19 @@ def fit(
 
     .. math:: \min_\theta \sum_i \big(\ln \mathrm{test}_\theta(n_i, p_i, m_i) - \ln L_i\big)^2
 
+    n, p, m, test_loss (and train_loss) are arrays of the measurements that broadcast together.
+
     Args:
-        n, p, m, test_loss: broadcastable arrays of the measurements (losses > 0).
+        n: the sample counts.
+        p: the parameter (feature) counts.
+        m: the input dimensions.
+        test_loss: the measured test losses, > 0.
         train_loss: optional measured training losses; points where both theory and data are positive
             (the under-parameterised regime) add their log residuals.
         family: spectrum family, ``"exp"`` (fits Omega) or ``"power"`` (fits s).
         fit_noise: fit the label-noise variance too; else keep ``noise`` fixed.
+        noise: the label-noise variance kept when ``fit_noise`` is False, and the start otherwise.
+        n_outputs: d outputs sharing theta, as in :func:`~modscale.theory.monolithic_losses`.
         initial: starting values, keys ``c``, ``omega``/``s``, ``noise``.
 
     Returns:

@@ -159,15 +159,26 @@ def monolithic_losses(
         p < n-1:\ \mathrm{train} = T\frac{n-p}{n},\ \mathrm{test} = T\frac{n-1}{n-p-1};\qquad
         p > n+1:\ \mathrm{train} = 0,\ \mathrm{test} = T + B + V
 
-    with T = sum_{j>p} lam_j + noise and B, V the deterministic-equivalent bias and variance (module
-    docstring). Exact for p < n - 1; asymptotically exact for p > n + 1 (within ~3% at n >= 100); test is
+    with T = sum_{j>p} lam_j + noise and B, V the deterministic-equivalent bias and variance:
+
+    .. math::
+        \sum_{j\le p} \frac{\lambda_j}{\lambda_j+\kappa} = n,\quad
+        D_2 = \sum_{j\le p} \frac{\lambda_j^2}{(\lambda_j+\kappa)^2},\quad
+        B = \frac{\kappa^2 \sum_{j\le p} \lambda_j/(\lambda_j+\kappa)^2}{1 - D_2/n},\quad
+        V = \frac{T D_2}{n - D_2}
+
+    Exact for p < n - 1; asymptotically exact for p > n + 1 (within ~3% at n >= 100); test is
     +inf at the interpolation threshold |p - n| <= 1. With ``n_outputs`` = d outputs sharing theta, n
     becomes d n. p is rounded to an integer; features beyond a finite spectrum's P count as absent.
+    n, p, noise and n_outputs are arrays that broadcast together.
 
     Args:
-        n, p, noise, n_outputs: broadcastable arrays (n > 0, p >= 1, noise >= 0, n_outputs >= 1).
+        n: the number of training samples, > 0.
+        p: the number of learned features, >= 1.
         spectrum: a :class:`Spectrum` (e.g. ``spectrum(m)``) or an array of eigenvalues (..., P),
             positive and decreasing; its batch shape broadcasts with the others.
+        noise: the label-noise variance, >= 0.
+        n_outputs: d >= 1 outputs that share theta.
 
     Returns:
         (train, test): float64 arrays of the broadcast shape.
@@ -218,14 +229,27 @@ def modular_losses(
     Each module has its own independent features with spectrum lam_j(b)/k and learns its top p/k of them
     (p = k q + r: r modules learn one feature more). The pooled spectrum {lam_j(b)/k : j <= q} (k copies)
     plus r copies of lam_{q+1}(b)/k goes through the formulas of :func:`monolithic_losses` with unexplained
-    variance T = sum_{j>q} lam_j(b) - r lam_{q+1}(b)/k + noise. The input dimension m appears nowhere:
-    the losses are the same for every m (DESIGN section 1; the paper's claim 2).
+    variance
+
+    .. math:: T = \sum_{j>q} \lambda_j(b) - \frac{r\,\lambda_{q+1}(b)}{k} + \sigma^2_{\mathrm{noise}}.
+
+    The input dimension m appears nowhere: the losses are the same for every m (DESIGN section 1; the
+    paper's claim 2). n, p, k and b are arrays that broadcast together.
 
     Args:
-        n, p, k, b: broadcastable arrays (k >= 1 modules, b >= 1 the module input dimension).
+        n: the number of training samples, > 0.
+        p: the number of learned features of the whole network, >= 1.
+        k: the number of modules, >= 1.
+        b: the module input dimension, >= 1.
         spectrum: the per-module spectrum lam(b) if given (then b, family, c, omega, s, n_features are
             not used); else ``spectrum(b, family, ...)``.
-        noise, n_outputs: as in :func:`monolithic_losses`.
+        family: ``"exp"`` or ``"power"``, as in :func:`~modscale.theory.spectrum`.
+        c: the spectrum's scale, as in :func:`~modscale.theory.spectrum`.
+        omega: the ``exp`` family's base.
+        s: the ``power`` family's slope.
+        n_features: P, the number of features of each module's spectrum.
+        noise: as in :func:`monolithic_losses`.
+        n_outputs: as in :func:`monolithic_losses`.
 
     Example:
         >>> from modscale.theory import modular_losses
@@ -266,7 +290,10 @@ def modular_losses(
 
 
 def unexplained_variance(p: Any, spectrum: Spectrum | Any, noise: Any = 0.0) -> np.ndarray:
-    """T(p) = sum_{j>p} lam_j + noise: the test loss of a p-feature model as n -> inf."""
+    r"""T(p) = sum_{j>p} lam_j + noise: the test loss of a p-feature model as n -> inf.
+
+    .. math:: T(p) = \sum_{j>p} \lambda_j + \sigma^2_{\mathrm{noise}} = \lim_{n\to\infty} \mathrm{test}(n, p)
+    """
     p = np.rint(check_at_least("p", p, 0.0))
     noise = check_at_least("noise", noise, 0.0)
     return as_spectrum(spectrum).tail(p) + noise

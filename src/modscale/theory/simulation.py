@@ -47,11 +47,13 @@ def simulate(
     """Monte-Carlo train/test loss of min-norm least squares on p of the spectrum's Gaussian features.
 
     Args:
-        n, p: sample count(s) and learned feature count(s), broadcast together; one Monte Carlo per point.
+        n: the sample count(s), broadcast with p; one Monte Carlo per point.
+        p: the learned feature count(s).
         spectrum: one spectrum (batch shape ()), e.g. ``spectrum(4)`` or an array of eigenvalues.
         draws: independent draws of (theta, data) per point.
         generator: a ``numpy.random.Generator`` or an int seed (required: randomness is passed in).
-        noise: label-noise variance s2; n_outputs: d outputs sharing theta act as d*n samples.
+        noise: label-noise variance s2.
+        n_outputs: d outputs sharing theta act as d*n samples.
         n_explicit: features beyond the p learned ones drawn explicitly (default max(n*d, 100)); the rest
             of the tail is Gaussian label noise of its expected variance.
 

@@ -256,6 +256,9 @@ def spectrum(
 ) -> PowerSpectrum:
     r"""The feature spectrum of a task with input dimension m: lam_j(m) = c [j^-a - (j+1)^-a], j = 1..P.
 
+    .. math:: \lambda_j(m) = c\,\big[j^{-a} - (j+1)^{-a}\big],\quad j = 1, \dots, P;\qquad
+              a = \Omega^{-m}\ (\texttt{exp}) \quad\text{or}\quad a = s/m\ (\texttt{power})
+
     ``exp``: a = Omega^-m (default; Omega = 2, c = 1.15 resemble the paper's theory curves).
     ``power``: a = s/m (the scaling-law form; sample complexity n* ~ (c/eps)^(m/s)).
 
@@ -266,7 +269,9 @@ def spectrum(
         m: input dimension(s), >= 1 (any real; an array gives a batch of spectra).
         family: ``"exp"`` or ``"power"``.
         n_features: P, the number of features (``inf`` by default; a finite P cuts the spectrum).
-        c, omega, s: the constants (arrays broadcast with m).
+        c: the total variance for infinite P (an array broadcasts with m).
+        omega: Omega, the ``exp`` family's base.
+        s: the ``power`` family's slope.
 
     Example:
         >>> lam = spectrum([2, 4], "power", s=3.0)

@@ -38,6 +38,7 @@ from modscale._checks import check_choice, check_int
 from modscale.errors import InvalidValue
 
 REGIMES = ("random-features", "lazy")
+"""The closed-form training regimes: a random-features fit and the linearised (lazy) network."""
 # The minimum-norm solve adds this much ridge, relative to the mean of the Gram matrix's diagonal: far below
 # any eigenvalue that carries signal in float64, it only keeps Cholesky defined where features are collinear.
 JITTER = 1e-10

@@ -302,3 +302,16 @@ def _need_cifar10() -> None:
         locate_cifar10()
     except InvalidValue as err:
         pytest.skip(f"CIFAR-10 not available: {err}")
+
+
+def test_every_docstring_entry_names_one_parameter():
+    # numpy-style "width, depth : ..." renders in the API reference as two rows, the second with the first's
+    # type and default (depth shown as 32, lr as 3000): each parameter or attribute gets its own entry
+    entry = re.compile(r"^\s{4,8}[a-z_0-9]+(?:, [a-z_0-9]+)+(?: :.*)?$")
+    found = [
+        f"{path.relative_to(ROOT)}:{i}: {line.strip()}"
+        for path in sorted((ROOT / "src" / "modscale").rglob("*.py"))
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if entry.match(line)
+    ]
+    assert not found, "entries naming several parameters:\n" + "\n".join(found)

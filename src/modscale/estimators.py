@@ -4,7 +4,7 @@ The paper's method as an estimator: standardise X, find each module's projection
 rule (:func:`modscale.rules.kernel_projections`, ``projection_init="kernel"``) or draw it at random
 (``"random"``), then train every parameter of a :class:`modscale.models.ModularNet`
 
-    f(x) = (1 / sqrt(K)) sum_{i=1..K} f_i(U_i x),   f_i a ReLU MLP (``width``, ``depth``) on R^b,
+    f(x) = (1 / sqrt(K)) sum_{i=1..K} f_i(U_i x),   f_i a ReLU MLP (width, depth) on R^b,
 
 plus an optional linear term w^T x (``linear_term``, on by default; the two together are a
 :class:`modscale.models.AdditiveIndexNet`), with Adam
@@ -275,7 +275,7 @@ class _ModularEstimator(TransformerMixin, BaseEstimator):
 
         # the rule reads every row, the held-out ones too: they only choose the stopping step, and at
         # m = 50, n = 2000 the rule on 90 % of the rows missed a module on one split in three (R^2 0.74
-        # against 0.99; docs/estimators.md, "Defaults")
+        # against 0.99; docs/estimators.md, "Defaults, and the measurement behind each")
         K, U, self.module_selection_ = self._projections(Xs, rule_target, b, seed, out_dim)
         net = ModularNet(m, K, b, int(self.width), int(self.depth), out_dim=out_dim, generator=seed)
         if U is not None:
@@ -475,40 +475,110 @@ class _ModularEstimator(TransformerMixin, BaseEstimator):
 class ModularRegressor(RegressorMixin, _ModularEstimator):
     """Kernel-initialised modular network for regression, y = w^T x + sum_i f_i(U_i x); multi-output allowed.
 
-    Parameters (the defaults and the measurements that chose them: docs/estimators.md, "Defaults")
-    ----------
-    n_modules : an int K, or "auto" (default): the count :func:`modscale.rules.choose_n_modules` picks
-        (held-out explained variance of the rule's deflation, at most ``max_modules`` and n_features /
-        module_dim) plus ``spare_modules``; the deflation's projections are reused. n_modules * module_dim
-        > n_features is an error.
-    spare_modules : modules added to the automatic count (1), started at the deflation's next direction
-        (random where it found none): a module the search missed has a held-out gain that looks like noise,
-        and a spare lets training find it. Ignored for an int n_modules.
-    module_dim : b, the input width of each module (1).
-    linear_term : add w^T x + c, trained jointly with the modules, started at the leave-one-out ridge fit
-        (regression) or at multinomial logistic regression (classification).
-    alpha : L2 penalty (alpha / 2) |theta|^2 on every trained parameter, added to the mean loss whatever n
-        (1e-4; scikit-learn's MLP divides its alpha by n).
-    early_stopping, validation_fraction, patience : on by default: hold out 10 % of the rows, keep the
-        weights with the best held-out loss and stop after ``patience`` optimiser steps (1000) without
-        improvement, the loss read about 10 times per patience window (at most once an epoch). Below 20
-        samples all rows train for max_steps.
-    projection_init : "kernel" (the learning rule) or "random" (random unit directions).
-    kernel, strategy : the rule's kernel ("rbf", "laplace", "arccos", "ntk": the tangent kernel of the
-        network's own first module at its initial weights) and strategy ("deflation", "independent").
-    kernel_steps, kernel_batch_size, kernel_passes : the rule sized to n: 50 Adam steps per module, batch
-        "auto" = n / 4 capped at 256, one backfitting pass.
-    width, depth : every module's MLP. max_steps, lr, batch_size : Adam training of the network.
-    device : "auto" (CUDA when available), "cpu", "cuda"; the fitted model is moved to the CPU (float64),
-        so it pickles and predicts on any machine. random_state : int, RandomState or None (seed 0).
+    The defaults, and the measurements that chose them: the estimators guide (docs/estimators.md),
+    "Defaults, and the measurement behind each".
 
-    Attributes: model_ (the trained :class:`modscale.models.AdditiveIndexNet`), n_modules_,
-    module_selection_ (choose_n_modules' evidence, with ``spare_modules``, or None), projections_ (K, b,
-    n_features) after training, initial_projections_, linear_alpha_ (the ridge penalty chosen), history_
-    (the trainer's History), x_mean_, x_scale_, y_mean_, y_scale_, y_ndim_, output_names_, n_features_in_,
-    feature_names_in_ (fitted on a frame with column names), modules_ (what each module learned),
-    module_variance_, total_variance_, module_input_quantiles_, module_input_density_. Methods:
-    shape_functions, describe_modules, transform, get_feature_names_out.
+    Parameters
+    ----------
+    n_modules
+        An int K, or "auto" (default): the count :func:`modscale.rules.choose_n_modules` picks (held-out
+        explained variance of the rule's deflation, at most ``max_modules`` and n_features / module_dim)
+        plus ``spare_modules``; the deflation's projections are reused. n_modules * module_dim >
+        n_features is an error.
+    module_dim
+        b, the input width of each module (1).
+    projection_init
+        "kernel" (the learning rule) or "random" (random unit directions).
+    kernel
+        The rule's kernel: "rbf", "laplace", "arccos", or "ntk" (the tangent kernel of the network's own
+        first module at its initial weights).
+    strategy
+        The rule's strategy: "deflation" or "independent".
+    width
+        Hidden units of every module's MLP.
+    depth
+        Hidden layers of every module's MLP.
+    linear_term
+        Add w^T x + c, trained jointly with the modules, started at the leave-one-out ridge fit
+        (regression) or at multinomial logistic regression (classification).
+    alpha
+        L2 penalty (alpha / 2) |theta|^2 on every trained parameter, added to the mean loss whatever n
+        (1e-4; scikit-learn's MLP divides its alpha by n).
+    max_steps
+        The most Adam steps of the network's training.
+    lr
+        Adam's step size.
+    batch_size
+        Rows per Adam step.
+    early_stopping
+        On by default: hold out ``validation_fraction`` of the rows, keep the weights with the best held-out
+        loss and stop after ``patience`` optimiser steps without improvement. Below 20 samples all rows
+        train for max_steps.
+    validation_fraction
+        The rows held out to stop on (10 %).
+    patience
+        Optimiser steps without a better held-out loss before training stops (1000); the loss is read about
+        10 times per patience window, at most once an epoch.
+    max_modules
+        The most modules "auto" may choose (8).
+    spare_modules
+        Modules added to the automatic count (1), started at the deflation's next direction (random where
+        it found none): a module the search missed has a held-out gain that looks like noise, and a spare
+        lets training find it. Ignored for an int n_modules.
+    kernel_steps
+        The rule's Adam steps per module (50: the rule sized to the estimator's n).
+    kernel_batch_size
+        The rule's rows per step: "auto" = n / 4, capped at 256.
+    kernel_passes
+        The rule's backfitting passes (1).
+    device
+        "auto" (CUDA when available), "cpu", "cuda"; the fitted model is moved to the CPU (float64), so it
+        pickles and predicts on any machine.
+    random_state
+        int, RandomState or None (seed 0).
+
+    Attributes
+    ----------
+    model_
+        The trained :class:`modscale.models.AdditiveIndexNet`.
+    n_modules_
+        K, the modules trained.
+    module_selection_
+        choose_n_modules' evidence, with ``spare_modules``, or None.
+    projections_
+        (K, b, n_features) after training.
+    initial_projections_
+        (K, b, n_features) where training started.
+    linear_alpha_
+        The ridge penalty chosen for the linear term's start.
+    history_
+        The trainer's History.
+    x_mean_
+        The features' means.
+    x_scale_
+        The features' standard deviations (1 where constant).
+    y_mean_
+        The targets' means.
+    y_scale_
+        The targets' standard deviations (1 where constant).
+    y_ndim_
+        1 or 2: the shape of y as fitted.
+    output_names_
+        A name per output.
+    n_features_in_
+        As scikit-learn.
+    feature_names_in_
+        As scikit-learn: only when fitted on a frame with column names.
+    modules_
+        What each module learned (:meth:`ModularRegressor.describe_modules`).
+    module_variance_
+        (K + 1,): the variance of each module's contribution on the fitting rows, then the linear term's.
+    total_variance_
+        The variance of the whole prediction on the fitting rows.
+    module_input_quantiles_
+        (101, K, b): percentiles 0..100 of each module's input U_i x on the fitting rows.
+    module_input_density_
+        Per module, (bin edges, density) of its first input coordinate on the fitting rows.
     """
 
     def fit(self, X, y):

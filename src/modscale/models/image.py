@@ -336,9 +336,11 @@ class MonolithicCNN(_ImageNet):
     Parameters
     ----------
     k_slots : k, the number of images side by side.
-    channels, hidden : as for :class:`ImageModularNet`; pick ``hidden`` with :meth:`hidden_for` to match a
-        modular network's parameter count.
-    n_replicas, generator : as for :class:`ImageModularNet`.
+    channels : as for :class:`ImageModularNet`.
+    hidden : as for :class:`ImageModularNet`; pick it with :meth:`hidden_for` to match a modular network's
+        parameter count.
+    n_replicas : as for :class:`ImageModularNet`.
+    generator : as for :class:`ImageModularNet`.
     """
 
     def __init__(

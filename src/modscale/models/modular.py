@@ -61,7 +61,8 @@ class ModularNet(Replicated):
     in_dim : input width.
     n_modules : K.
     module_dim : b, the width of each module's input (<= in_dim; ignored for projection="none").
-    width, depth : hidden width and number of hidden layers of every module MLP.
+    width : hidden width of every module MLP.
+    depth : number of hidden layers of every module MLP.
     projection : "linear" | "nonlinear" | "none" | "fixed" (module docstring).
     out_dim : output width of every module and of the network.
     n_replicas : S, the number of independent stacked networks.

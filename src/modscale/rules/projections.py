@@ -592,7 +592,8 @@ def kernel_projections(
         input is the mixture sum_j U_ij X[:, j] of feature vectors (e.g. image slots), flattened for the
         kernel (needs init="random").
     y : (n,) or (n, c) targets (centred here; the objective sums over the c columns).
-    n_modules, module_dim : K and b.
+    n_modules : K.
+    module_dim : b.
     kernel : "rbf" | "laplace" | "arccos" | "ntk" (:mod:`.kernels`; ntk uses a width-64 one-hidden-layer ReLU
         network drawn from ``generator``) or a callable k(Z1 (..., B, b), Z2) -> (..., B, B).
     strategy : "independent" (the paper's K random restarts) or "deflation" (each module on the residual).

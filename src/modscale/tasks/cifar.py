@@ -232,7 +232,8 @@ class CompositionalCIFAR:
     n_test : size of each fixed test set (seen and unseen combinations).
     data : :class:`~modscale.data.Cifar10Arrays` to use instead of loading (e.g. a subset); must hold every
         class in both splits.
-    data_dir, cache_dir : passed to :func:`~modscale.data.load_cifar10` when ``data`` is None.
+    data_dir : passed to :func:`~modscale.data.load_cifar10` when ``data`` is None.
+    cache_dir : passed to :func:`~modscale.data.load_cifar10` when ``data`` is None.
     generator : torch.Generator, int seed or None (seed 0): the held-out tuples, the fixed training set and
         the fixed test sets all derive from it.
     device : where images are stored and composites built: "cpu" (default), "cuda", "auto".

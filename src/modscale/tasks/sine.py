@@ -137,7 +137,8 @@ class SineTask:
         Var y = 1 + s2 and the best achievable test MSE on noisy labels is s2. ``target(X)`` is noiseless.
     generator : torch.Generator, int seed or None (seed 0) for the task's random parameters (U, v, phases,
         A); the task also derives from it a private stream used by :meth:`sample` when no generator is given.
-    frequencies, amplitudes : keyword-only overrides of the omega_j and a_j, each of length n_components.
+    frequencies : keyword-only override of the omega_j, of length n_components.
+    amplitudes : keyword-only override of the a_j, of length n_components.
     """
 
     def __init__(

@@ -141,3 +141,22 @@ def test_newton_reaches_the_likelihood_maximum_that_lbfgs_finds():
             assert ll[i] >= ref_ll - 1e-6 * (1 + abs(ref_ll))
             np.testing.assert_allclose(theta[i], ref, atol=2e-3)
             assert np.log(0.02) - 1e-12 <= theta[i, 2] <= np.log(20.0) + 1e-12
+
+
+def test_rows_newton_does_not_finish_go_to_lbfgs(monkeypatch):
+    # with no Newton steps allowed no row converges, so every row must come back from the L-BFGS-B fallback
+    # at the same optimum as Newton's
+    import modscale.plots.scaling as scaling
+
+    rng = np.random.default_rng(4)
+    x = rng.choice([2.0, 4.0, 6.0, 8.0], size=40)
+    y = 0.5 + 0.3 * x + rng.normal(0, 0.4, size=40)
+    kind = rng.choice([0, 0, 0, 1, -1], size=40)
+    W = rng.integers(0, 3, size=(4, 40)).astype(float)
+    start = np.broadcast_to(scaling._start(x, y), (4, 3))
+    newton, ll = scaling._mle_batch(x, y, kind, W, start)
+    monkeypatch.setattr(scaling, "_NEWTON_STEPS", 0)
+    fallback, ll_fallback = scaling._mle_batch(x, y, kind, W, start)
+    np.testing.assert_allclose(fallback, newton, atol=2e-3)
+    np.testing.assert_allclose(ll_fallback, ll, rtol=1e-6)
+    assert not np.array_equal(fallback, newton)  # the fallback ran: L-BFGS-B stops short of Newton's digits

@@ -164,7 +164,8 @@ def _mle_batch(x, y, kind, W: np.ndarray, start: np.ndarray) -> tuple[np.ndarray
         return (W * ll).sum(1) + nv * np.log(th[:, 2]), d1, d2
 
     f, d1, d2 = evaluate(th)
-    active = np.ones(B, bool)
+    converged = np.zeros(B, bool)
+    active = np.ones(B, bool)  # neither converged nor stuck in the line search
     for _ in range(_NEWTON_STEPS):
         g = (W * d1) @ V.T  # (B, 3)
         g[:, 2] += nv / th[:, 2]
@@ -178,7 +179,8 @@ def _mle_batch(x, y, kind, W: np.ndarray, start: np.ndarray) -> tuple[np.ndarray
         H -= 1e-12 * (1.0 + np.abs(H).max(axis=(1, 2)))[:, None, None] * np.eye(3)
         step = np.linalg.solve(H, -g[..., None])[..., 0]  # (B, 3), ascent
         decrement = (g * step).sum(1)  # Newton decrement squared: the predicted gain is half of it
-        active &= decrement > 1e-18 * (1.0 + np.abs(f))
+        converged |= active & (decrement <= 1e-18 * (1.0 + np.abs(f)))
+        active &= ~converged
         if not active.any():
             break
         t = np.where(active, 1.0, 0.0)
@@ -192,9 +194,9 @@ def _mle_batch(x, y, kind, W: np.ndarray, start: np.ndarray) -> tuple[np.ndarray
             t = np.where(ok, t, t / 2)
         take = active & ok
         th[take], f[take], d1[take], d2[take] = cand[take], fc[take], c1[take], c2[take]
-        active &= ok
+        active &= ok  # a row whose step found no better likelihood in 40 halvings is stuck
     theta = np.stack([th[:, 0] / th[:, 2], th[:, 1] / th[:, 2], -np.log(th[:, 2])], axis=1)
-    for i in np.flatnonzero(active):
+    for i in np.flatnonzero(~converged):  # stuck, or still moving after the last step
         theta[i], f[i] = _mle_lbfgs(x, y, kind, W[i], theta[i])
     return theta, f
 
